@@ -1,0 +1,144 @@
+package bus
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Memory is an in-process [Bus] and [Registry] for a single proxy instance.
+// Publish runs the handlers in the publisher's goroutine, which is why
+// handlers must not block.
+type Memory struct {
+	mu     sync.RWMutex
+	subs   map[string][]*memSub
+	names  map[string]memEntry
+	closed bool
+	now    func() time.Time
+}
+
+type memSub struct {
+	m     *Memory
+	topic string
+	h     Handler
+}
+
+type memEntry struct {
+	holder  string
+	expires time.Time
+}
+
+// NewMemory returns an empty in-memory bus.
+func NewMemory() *Memory {
+	return &Memory{subs: make(map[string][]*memSub), names: make(map[string]memEntry), now: time.Now}
+}
+
+// Publish implements [Bus].
+func (m *Memory) Publish(ctx context.Context, topic string, payload []byte) (int, error) {
+	m.mu.RLock()
+	if m.closed {
+		m.mu.RUnlock()
+		return 0, ErrClosed
+	}
+	subs := m.subs[topic]
+	m.mu.RUnlock()
+	// subs is never mutated in place (Subscribe and Unsubscribe copy), so it
+	// is safe to range over without the lock.
+	for _, s := range subs {
+		s.h(payload)
+	}
+	return len(subs), nil
+}
+
+// Subscribe implements [Bus].
+func (m *Memory) Subscribe(ctx context.Context, topic string, h Handler) (Subscription, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	s := &memSub{m: m, topic: topic, h: h}
+	old := m.subs[topic]
+	subs := make([]*memSub, len(old), len(old)+1)
+	copy(subs, old)
+	m.subs[topic] = append(subs, s)
+	return s, nil
+}
+
+func (s *memSub) Unsubscribe(ctx context.Context) error {
+	m := s.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.subs[s.topic]
+	subs := make([]*memSub, 0, len(old))
+	for _, o := range old {
+		if o != s {
+			subs = append(subs, o)
+		}
+	}
+	if len(subs) == 0 {
+		delete(m.subs, s.topic)
+	} else {
+		m.subs[s.topic] = subs
+	}
+	return nil
+}
+
+// Close implements [Bus].
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	m.subs = make(map[string][]*memSub)
+	return nil
+}
+
+// Claim implements [Registry].
+func (m *Memory) Claim(ctx context.Context, name, holder string, ttl time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	m.names[name] = memEntry{holder: holder, expires: m.now().Add(ttl)}
+	return nil
+}
+
+// Refresh implements [Registry].
+func (m *Memory) Refresh(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false, ErrClosed
+	}
+	e, ok := m.names[name]
+	if !ok || e.holder != holder || m.now().After(e.expires) {
+		return false, nil
+	}
+	m.names[name] = memEntry{holder: holder, expires: m.now().Add(ttl)}
+	return true, nil
+}
+
+// Release implements [Registry].
+func (m *Memory) Release(ctx context.Context, name, holder string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.names[name]; ok && e.holder == holder {
+		delete(m.names, name)
+	}
+	return nil
+}
+
+// Lookup implements [Registry].
+func (m *Memory) Lookup(ctx context.Context, name string) (string, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return "", ErrClosed
+	}
+	e, ok := m.names[name]
+	if !ok || m.now().After(e.expires) {
+		return "", ErrNotFound
+	}
+	return e.holder, nil
+}

@@ -1,0 +1,3 @@
+module github.com/keyhole-tunnel/keyhole
+
+go 1.26
