@@ -1,0 +1,301 @@
+package messages
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Version is the protocol version carried in the first byte of every frame.
+//
+// Changelog:
+//   - 1: initial protocol.
+const Version = 1
+
+// Type identifies a message. The values are part of the wire protocol and
+// pinned by a test; never renumber them.
+type Type uint8
+
+// Message types. Ranges: 0x0_ registration, 0x1_ HTTP, 0x2_ WebSocket,
+// 0x3_ control, 0x4_ between proxy instances only (never sent to clients).
+const (
+	TypeChallenge            Type = 0x01
+	TypeRegistrationRequest  Type = 0x02
+	TypeRegistrationResponse Type = 0x03
+	TypeHTTPRequest          Type = 0x10
+	TypeHTTPResponse         Type = 0x11
+	TypeWSRequest            Type = 0x20
+	TypeWSResponse           Type = 0x21
+	TypeWSMessage            Type = 0x22
+	TypeWSTeardown           Type = 0x23
+	TypePing                 Type = 0x30
+	TypeError                Type = 0x31
+	TypeEnvelope             Type = 0x40
+	TypeTakeover             Type = 0x41
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeChallenge:
+		return "Challenge"
+	case TypeRegistrationRequest:
+		return "RegistrationRequest"
+	case TypeRegistrationResponse:
+		return "RegistrationResponse"
+	case TypeHTTPRequest:
+		return "HTTPRequest"
+	case TypeHTTPResponse:
+		return "HTTPResponse"
+	case TypeWSRequest:
+		return "WSRequest"
+	case TypeWSResponse:
+		return "WSResponse"
+	case TypeWSMessage:
+		return "WSMessage"
+	case TypeWSTeardown:
+		return "WSTeardown"
+	case TypePing:
+		return "Ping"
+	case TypeError:
+		return "Error"
+	case TypeEnvelope:
+		return "Envelope"
+	case TypeTakeover:
+		return "Takeover"
+	}
+	return fmt.Sprintf("Type(0x%02x)", uint8(t))
+}
+
+// Decoding errors. Callers classify them with errors.Is.
+var (
+	// ErrVersion means the frame's version byte is not [Version].
+	ErrVersion = errors.New("messages: unsupported protocol version")
+	// ErrUnknownType means the frame is well-formed but of a type this
+	// implementation does not know. Receivers skip such frames.
+	ErrUnknownType = errors.New("messages: unknown message type")
+	// ErrMalformed means the frame is truncated, has trailing bytes, or a
+	// length that does not fit.
+	ErrMalformed = errors.New("messages: malformed frame")
+)
+
+// Message is implemented by every message type.
+type Message interface {
+	Type() Type
+	appendPayload(b []byte) []byte
+	decodePayload(d *decoder)
+}
+
+// HeaderSize is the number of bytes before a frame's payload.
+const HeaderSize = 2
+
+// Append appends m, framed, to dst and returns the extended slice.
+func Append(dst []byte, m Message) []byte {
+	dst = append(dst, Version, byte(m.Type()))
+	return m.appendPayload(dst)
+}
+
+// Encode returns m as a new frame.
+func Encode(m Message) []byte { return Append(make([]byte, 0, 64), m) }
+
+// Peek returns a frame's type without decoding it.
+func Peek(frame []byte) (Type, error) {
+	if len(frame) < HeaderSize {
+		return 0, ErrMalformed
+	}
+	if frame[0] != Version {
+		return 0, ErrVersion
+	}
+	return Type(frame[1]), nil
+}
+
+// PeekID returns the ID of a frame whose payload starts with one: every
+// HTTP and WebSocket message, and Error.
+func PeekID(frame []byte) (ID, bool) {
+	var id ID
+	t, err := Peek(frame)
+	if err != nil || !t.hasID() || len(frame) < HeaderSize+len(id) {
+		return id, false
+	}
+	copy(id[:], frame[HeaderSize:])
+	return id, true
+}
+
+func (t Type) hasID() bool {
+	switch t {
+	case TypeHTTPRequest, TypeHTTPResponse, TypeWSRequest, TypeWSResponse, TypeWSMessage, TypeWSTeardown, TypeError:
+		return true
+	}
+	return false
+}
+
+// Decode parses one frame. Byte slices in the result (bodies, message data,
+// the envelope's inner frame) alias frame; strings are copies.
+func Decode(frame []byte) (Message, error) {
+	t, err := Peek(frame)
+	if err != nil {
+		return nil, err
+	}
+	m := newMessage(t)
+	if m == nil {
+		return nil, fmt.Errorf("%w: 0x%02x", ErrUnknownType, uint8(t))
+	}
+	d := decoder{b: frame[HeaderSize:]}
+	m.decodePayload(&d)
+	if d.err == nil && len(d.b) != 0 {
+		d.err = ErrMalformed
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("decode %v: %w", t, d.err)
+	}
+	return m, nil
+}
+
+func newMessage(t Type) Message {
+	switch t {
+	case TypeChallenge:
+		return new(Challenge)
+	case TypeRegistrationRequest:
+		return new(RegistrationRequest)
+	case TypeRegistrationResponse:
+		return new(RegistrationResponse)
+	case TypeHTTPRequest:
+		return new(HTTPRequest)
+	case TypeHTTPResponse:
+		return new(HTTPResponse)
+	case TypeWSRequest:
+		return new(WSRequest)
+	case TypeWSResponse:
+		return new(WSResponse)
+	case TypeWSMessage:
+		return new(WSMessage)
+	case TypeWSTeardown:
+		return new(WSTeardown)
+	case TypePing:
+		return new(Ping)
+	case TypeError:
+		return new(Error)
+	case TypeEnvelope:
+		return new(Envelope)
+	case TypeTakeover:
+		return new(Takeover)
+	}
+	return nil
+}
+
+// Primitive encodings, all big-endian:
+//
+//	u8, u16, u32       fixed width
+//	bytes, string      u32 length, then that many bytes
+//	id                 16 raw bytes
+//	header             u32 pair count, then (string name, string value) pairs
+
+func appendU16(b []byte, v uint16) []byte { return binary.BigEndian.AppendUint16(b, v) }
+func appendU32(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(b, v) }
+
+func appendBytes(b, v []byte) []byte {
+	b = appendU32(b, uint32(len(v)))
+	return append(b, v...)
+}
+
+func appendString(b []byte, v string) []byte {
+	b = appendU32(b, uint32(len(v)))
+	return append(b, v...)
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) take(n uint64) []byte {
+	if d.err != nil {
+		return nil
+	}
+	// The length is checked against what remains before anything is
+	// allocated, so a hostile length cannot make us allocate.
+	if n > uint64(len(d.b)) {
+		d.err = ErrMalformed
+		d.b = nil
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) u8() uint8 {
+	if v := d.take(1); v != nil {
+		return v[0]
+	}
+	return 0
+}
+
+func (d *decoder) u16() uint16 {
+	if v := d.take(2); v != nil {
+		return binary.BigEndian.Uint16(v)
+	}
+	return 0
+}
+
+func (d *decoder) u32() uint32 {
+	if v := d.take(4); v != nil {
+		return binary.BigEndian.Uint32(v)
+	}
+	return 0
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.u32()
+	v := d.take(uint64(n))
+	if len(v) == 0 {
+		return nil
+	}
+	return v
+}
+
+func (d *decoder) string() string { return string(d.bytes()) }
+
+func (d *decoder) id() (id ID) {
+	copy(id[:], d.take(uint64(len(id))))
+	return id
+}
+
+func (d *decoder) bool() bool {
+	switch d.u8() {
+	case 0:
+		return false
+	case 1:
+		return true
+	}
+	if d.err == nil {
+		d.err = ErrMalformed
+	}
+	return false
+}
+
+// header decodes a header block. Each pair needs at least 8 bytes, which
+// bounds the count before the map is allocated.
+func (d *decoder) header() Header {
+	n := d.u32()
+	if d.err != nil {
+		return nil
+	}
+	if uint64(n)*8 > uint64(len(d.b)) {
+		d.err = ErrMalformed
+		return nil
+	}
+	if n == 0 {
+		return nil
+	}
+	h := make(Header, min(n, math.MaxUint16))
+	for range n {
+		k := d.string()
+		v := d.string()
+		if d.err != nil {
+			return nil
+		}
+		h[k] = append(h[k], v)
+	}
+	return h
+}

@@ -1,0 +1,60 @@
+package messages
+
+import "errors"
+
+// ErrBadHeader is returned by [ValidateHeader].
+var ErrBadHeader = errors.New("messages: invalid header")
+
+// ValidateHeader checks that every name is an HTTP token and that no value
+// contains CR, LF or NUL, so that a header can be written to an HTTP/1.1
+// connection without splitting it.
+func ValidateHeader(h Header) error {
+	for k, vs := range h {
+		if !validName(k) {
+			return ErrBadHeader
+		}
+		for _, v := range vs {
+			if !validValue(v) {
+				return ErrBadHeader
+			}
+		}
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTokenChar(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func validValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\r', c == '\n', c == 0:
+			return false
+		case c < ' ' && c != '\t', c == 0x7f:
+			return false
+		}
+	}
+	return true
+}
+
+// isTokenChar reports whether c may appear in an RFC 9110 token.
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	switch c {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
+}

@@ -1,0 +1,205 @@
+package messages
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// MaxJWS is the largest RegistrationRequest JWS the proxy accepts, in bytes.
+const MaxJWS = 8 << 10
+
+// HostnameLen is the length of a hostname label: unpadded base32 of a
+// SHA-256 digest.
+const HostnameLen = 52
+
+// Protected header names signed into every registration, besides "alg" and
+// "jwk".
+const (
+	headerNonce  = "nonce"
+	headerDomain = "keyhole-domain"
+)
+
+// ErrRefused is wrapped by every error [VerifyRegistration] returns; the
+// rest of the message is a reason fit to show the client.
+var ErrRefused = errors.New("registration refused")
+
+func refused(reason string) error { return fmt.Errorf("%w: %s", ErrRefused, reason) }
+
+// allowedAlgs is the algorithm allow-list: exactly these, nothing else.
+var allowedAlgs = []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256}
+
+// RegistrationClaims is the JSON payload of a registration JWS.
+type RegistrationClaims struct {
+	// Token is the proxy's shared registration token, when it requires one.
+	Token string `json:"token,omitempty"`
+}
+
+// Registration is a verified registration.
+type Registration struct {
+	// Label is the hostname label derived from the key: the first part of
+	// the public hostname.
+	Label string
+	// Thumbprint is the RFC 7638 SHA-256 thumbprint of the public key.
+	Thumbprint []byte
+	Claims     RegistrationClaims
+}
+
+// Hostname returns the hostname label of a public key: the lowercase,
+// unpadded base32 encoding of its RFC 7638 SHA-256 thumbprint, computed from
+// the parsed key.
+func Hostname(pub crypto.PublicKey) (string, error) {
+	tp, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", fmt.Errorf("thumbprint: %w", err)
+	}
+	return labelOf(tp), nil
+}
+
+var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+func labelOf(thumbprint []byte) string { return strings.ToLower(b32.EncodeToString(thumbprint)) }
+
+// IsHostnameLabel reports whether s has the shape of a hostname label.
+func IsHostnameLabel(s string) bool {
+	if len(s) != HostnameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '2' || c > '7') {
+			return false
+		}
+	}
+	return true
+}
+
+// SignRegistration answers ch with a compact JWS signed by key, which must
+// be an ed25519.PrivateKey (EdDSA) or a P-256 *ecdsa.PrivateKey (ES256). The
+// public key, the nonce and the domain travel in the protected header.
+func SignRegistration(key crypto.Signer, ch Challenge, claims RegistrationClaims) (string, error) {
+	var alg jose.SignatureAlgorithm
+	switch k := key.(type) {
+	case ed25519.PrivateKey:
+		alg = jose.EdDSA
+	case *ecdsa.PrivateKey:
+		if k.Curve != elliptic.P256() {
+			return "", errors.New("sign registration: ECDSA keys must use P-256")
+		}
+		alg = jose.ES256
+	default:
+		return "", fmt.Errorf("sign registration: unsupported key type %T", key)
+	}
+	opts := (&jose.SignerOptions{EmbedJWK: true}).
+		WithHeader(headerNonce, ch.Nonce).
+		WithHeader(headerDomain, ch.Domain)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, opts)
+	if err != nil {
+		return "", fmt.Errorf("sign registration: %w", err)
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", fmt.Errorf("sign registration: %w", err)
+	}
+	obj, err := signer.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("sign registration: %w", err)
+	}
+	return obj.CompactSerialize()
+}
+
+// VerifyRegistration checks a registration JWS against the challenge the
+// proxy sent on this connection. Every failure wraps [ErrRefused]. It does
+// not check the challenge's age; the caller knows when it was issued.
+func VerifyRegistration(jws string, ch Challenge) (*Registration, error) {
+	if len(jws) > MaxJWS {
+		return nil, refused(fmt.Sprintf("registration larger than %d bytes", MaxJWS))
+	}
+	// Read "alg" ourselves first, so the refusal names the reason rather
+	// than a library's message.
+	alg, err := peekAlg(jws)
+	if err != nil {
+		return nil, err
+	}
+	obj, err := jose.ParseSigned(jws, allowedAlgs)
+	if err != nil {
+		if strings.Contains(err.Error(), "jwk") {
+			return nil, refused("embedded key must be a public key")
+		}
+		return nil, refused("malformed JWS")
+	}
+	if len(obj.Signatures) != 1 {
+		return nil, refused("exactly one signature required")
+	}
+	h := obj.Signatures[0].Protected
+	jwk := h.JSONWebKey
+	if jwk == nil {
+		return nil, refused("protected header must embed the public key (jwk)")
+	}
+	if !jwk.IsPublic() {
+		return nil, refused("embedded key must be a public key")
+	}
+	switch k := jwk.Key.(type) {
+	case ed25519.PublicKey:
+		if alg != jose.EdDSA {
+			return nil, refused("alg does not match key type")
+		}
+	case *ecdsa.PublicKey:
+		if alg != jose.ES256 || k.Curve != elliptic.P256() {
+			return nil, refused("alg does not match key type")
+		}
+	default:
+		return nil, refused("key type not allowed: use Ed25519 or P-256")
+	}
+	payload, err := obj.Verify(jwk.Key)
+	if err != nil {
+		return nil, refused("bad signature")
+	}
+	if h.Nonce == "" || h.Nonce != ch.Nonce {
+		return nil, refused("nonce does not match this connection's challenge")
+	}
+	if d, _ := h.ExtraHeaders[headerDomain].(string); d != ch.Domain {
+		return nil, refused("signed for another domain")
+	}
+	var claims RegistrationClaims
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return nil, refused("payload is not a JSON object")
+	}
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, refused("bad key")
+	}
+	return &Registration{Label: labelOf(tp), Thumbprint: tp, Claims: claims}, nil
+}
+
+func peekAlg(jws string) (jose.SignatureAlgorithm, error) {
+	protected, _, ok := strings.Cut(jws, ".")
+	if !ok {
+		return "", refused("malformed JWS")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(protected)
+	if err != nil {
+		return "", refused("malformed JWS")
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return "", refused("malformed JWS")
+	}
+	for _, a := range allowedAlgs {
+		if string(a) == h.Alg {
+			return a, nil
+		}
+	}
+	return "", refused(fmt.Sprintf("alg %q not allowed: use EdDSA or ES256", h.Alg))
+}
