@@ -222,7 +222,7 @@ func (m *Challenge) decodePayload(d *decoder) {
 }
 
 func (m *RegistrationRequest) appendPayload(b []byte) []byte { return appendString(b, m.JWS) }
-func (m *RegistrationRequest) decodePayload(d *decoder)       { m.JWS = d.string() }
+func (m *RegistrationRequest) decodePayload(d *decoder)      { m.JWS = d.string() }
 
 func (m *RegistrationResponse) appendPayload(b []byte) []byte {
 	b = appendString(b, m.Hostname)
@@ -346,7 +346,7 @@ func (m *WSTeardown) decodePayload(d *decoder) {
 }
 
 func (m *Ping) appendPayload(b []byte) []byte { return b }
-func (m *Ping) decodePayload(d *decoder)       {}
+func (m *Ping) decodePayload(d *decoder)      {}
 
 func (m *Error) appendPayload(b []byte) []byte {
 	b = append(b, m.ID[:]...)
@@ -376,4 +376,4 @@ func (m *Envelope) decodePayload(d *decoder) {
 }
 
 func (m *Takeover) appendPayload(b []byte) []byte { return appendString(b, m.Hostname) }
-func (m *Takeover) decodePayload(d *decoder)       { m.Hostname = d.string() }
+func (m *Takeover) decodePayload(d *decoder)      { m.Hostname = d.string() }
