@@ -132,7 +132,9 @@ func VerifyRegistration(jws string, ch Challenge) (*Registration, error) {
 	}
 	obj, err := jose.ParseSigned(jws, allowedAlgs)
 	if err != nil {
-		if strings.Contains(err.Error(), "jwk") {
+		// go-jose has no sentinel for this; its messages are "JWK contains
+		// private parameters" and "invalid embedded jwk, must be public key".
+		if msg := err.Error(); strings.Contains(msg, "private parameters") || strings.Contains(msg, "must be public key") {
 			return nil, refused("embedded key must be a public key")
 		}
 		return nil, refused("malformed JWS")
