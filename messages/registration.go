@@ -126,11 +126,12 @@ func VerifyRegistration(jws string, ch Challenge) (*Registration, error) {
 	}
 	// Read "alg" ourselves first, so the refusal names the reason rather
 	// than a library's message.
-	alg, err := peekAlg(jws)
-	if err != nil {
+	if _, err := peekAlg(jws); err != nil {
 		return nil, err
 	}
-	obj, err := jose.ParseSigned(jws, allowedAlgs)
+	// Compact serialization only: it holds exactly one signature and no
+	// unprotected header.
+	obj, err := jose.ParseSignedCompact(jws, allowedAlgs)
 	if err != nil {
 		// go-jose has no sentinel for this; its messages are "JWK contains
 		// private parameters" and "invalid embedded jwk, must be public key".
@@ -143,6 +144,10 @@ func VerifyRegistration(jws string, ch Challenge) (*Registration, error) {
 		return nil, refused("exactly one signature required")
 	}
 	h := obj.Signatures[0].Protected
+	// Match the key against the alg go-jose will verify with, not the one
+	// peekAlg read: encoding/json matches names case-insensitively, so the
+	// two can differ ({"alg":"ES256","ALG":"EdDSA"}).
+	alg := jose.SignatureAlgorithm(h.Algorithm)
 	jwk := h.JSONWebKey
 	if jwk == nil {
 		return nil, refused("protected header must embed the public key (jwk)")
