@@ -372,7 +372,10 @@ func (m *Envelope) appendPayload(b []byte) []byte {
 func (m *Envelope) decodePayload(d *decoder) {
 	m.ReplyTo = d.string()
 	m.Conn = d.string()
-	m.Frame = d.take(uint64(len(d.b)))
+	// Empty decodes as nil, like every other byte field.
+	if m.Frame = d.take(uint64(len(d.b))); len(m.Frame) == 0 {
+		m.Frame = nil
+	}
 }
 
 func (m *Takeover) appendPayload(b []byte) []byte { return appendString(b, m.Hostname) }
