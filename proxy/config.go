@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/keyhole-tunnel/keyhole/bus"
+	"github.com/keyhole-tunnel/keyhole/limiter"
+)
+
+// Config configures a [Proxy]. The zero value of every field is its
+// documented default.
+type Config struct {
+	// Domain is the apex under which tunnels get hostnames:
+	// "<label>.<Domain>". Default "localhost".
+	Domain string
+	// PublicURL is the base URL the public uses to reach the apex, such as
+	// "https://tunnel.example.com" behind a load balancer. Tunnel URLs are
+	// derived from it by prefixing the hostname label. Default
+	// "http://<Domain>".
+	PublicURL string
+	// Bus carries requests between instances. Default: a private in-memory
+	// bus. Registry must be set together with Bus.
+	Bus bus.Bus
+	// Registry records which instance holds which hostname. Default: the
+	// in-memory bus, when Bus is also unset.
+	Registry bus.Registry
+	// Timeout bounds the wait for a client's answer; past it the public
+	// caller gets 504. Default 30s.
+	Timeout time.Duration
+	// MaxBody is the largest request body, response body and WebSocket
+	// message. Default 500KB.
+	MaxBody limiter.Size
+	// Rate and Burst limit requests and WebSocket messages per second on
+	// each client connection. Rate 0 means no limit. Burst defaults to
+	// twice Rate, at least 1.
+	Rate  float64
+	Burst int
+	// Ping is how often each side of an idle client connection sends a
+	// Ping; a client silent for twice as long is dropped. Default 10s.
+	Ping time.Duration
+	// TrustedProxies lists the peers whose X-Forwarded-* headers are
+	// believed. Default: none.
+	TrustedProxies []netip.Prefix
+	// RegistrationToken, when set, must be presented by every client.
+	RegistrationToken string
+	// Logger receives structured logs. Default: discard.
+	Logger *slog.Logger
+
+	// challengeTTL is how long a registration challenge stays valid.
+	// Default 60s; tests shorten it.
+	challengeTTL time.Duration
+	// streamWriteTimeout bounds one write to a public WebSocket; a visitor
+	// that reads nothing for this long fails its stream. Default 10s.
+	streamWriteTimeout time.Duration
+}
+
+const (
+	defaultTimeout = 30 * time.Second
+	defaultMaxBody = 500 * 1000
+	defaultPing    = 10 * time.Second
+	// maxHeaderBytes bounds the header block of a public request and of a
+	// client's response.
+	maxHeaderBytes = 64 << 10
+	// registrationTimeout bounds the whole registration handshake.
+	registrationTimeout = 10 * time.Second
+	// maxPending bounds the HTTP exchanges and streams in flight on one
+	// client connection.
+	maxPending = 4096
+	// writeTimeout bounds one websocket write; a peer that accepts nothing
+	// for this long is dropped.
+	writeTimeout = 10 * time.Second
+)
+
+func (c Config) withDefaults() (Config, error) {
+	c.Domain = strings.TrimSuffix(strings.ToLower(c.Domain), ".")
+	if c.Domain == "" {
+		c.Domain = "localhost"
+	}
+	if strings.ContainsAny(c.Domain, "/: ") {
+		return c, fmt.Errorf("invalid domain %q: want a bare DNS name like tunnel.example.com", c.Domain)
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = "http://" + c.Domain
+	}
+	u, err := url.Parse(c.PublicURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return c, fmt.Errorf("invalid public URL %q: want scheme://host[:port], like https://%s", c.PublicURL, c.Domain)
+	}
+	if !strings.EqualFold(u.Hostname(), c.Domain) {
+		return c, fmt.Errorf("public URL %q must name the domain %q", c.PublicURL, c.Domain)
+	}
+	if (c.Bus == nil) != (c.Registry == nil) {
+		return c, errors.New("Bus and Registry must be set together")
+	}
+	if c.Timeout == 0 {
+		c.Timeout = defaultTimeout
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = defaultMaxBody
+	}
+	if c.Ping == 0 {
+		c.Ping = defaultPing
+	}
+	if c.Timeout < 0 || c.MaxBody < 0 || c.Ping < 0 || c.Rate < 0 || c.Burst < 0 {
+		return c, errors.New("timeout, max body, ping, rate and burst must not be negative")
+	}
+	if c.MaxBody > 1<<30 {
+		return c, errors.New("max body must be at most 1GiB")
+	}
+	if c.Rate > 0 && c.Burst == 0 {
+		c.Burst = max(1, int(2*c.Rate))
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.streamWriteTimeout == 0 {
+		c.streamWriteTimeout = writeTimeout
+	}
+	if c.challengeTTL == 0 {
+		c.challengeTTL = 60 * time.Second
+	}
+	return c, nil
+}
+
+// tunnelURL returns the public URL of a hostname label.
+func (c *Config) tunnelURL(label string) string {
+	u, _ := url.Parse(c.PublicURL) // validated in withDefaults
+	return u.Scheme + "://" + label + "." + u.Host
+}

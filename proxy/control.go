@@ -1,0 +1,514 @@
+package proxy
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+
+	"github.com/keyhole-tunnel/keyhole/bus"
+	"github.com/keyhole-tunnel/keyhole/limiter"
+	"github.com/keyhole-tunnel/keyhole/messages"
+)
+
+// Close codes the proxy uses on client connections, besides the RFC 6455
+// ones. Clients print the reason that comes with them.
+const (
+	// StatusReplaced closes a connection whose key registered again on a
+	// newer connection. The client must not reconnect.
+	StatusReplaced websocket.StatusCode = 4000
+)
+
+// registrationReadLimit lets an oversized registration be read and refused
+// with a reason instead of tripping the websocket's own limit.
+const registrationReadLimit = 4 * messages.MaxJWS
+
+// hostEntry is a hostname whose client this instance holds.
+type hostEntry struct {
+	conn *clientConn
+	sub  bus.Subscription
+}
+
+// clientConn is one registered client websocket. The HTTP handler goroutine
+// reads; one writer goroutine writes, pings and closes.
+type clientConn struct {
+	p        *Proxy
+	ws       *websocket.Conn
+	holder   string // instance/conn, the registry value
+	label    string
+	log      *slog.Logger
+	rate     *limiter.Rate
+	out      chan []byte
+	closing  chan struct{}
+	kick     chan struct{} // wakes the writer to re-check a replaced connection
+	lastRead atomic.Int64  // unix nanos
+
+	closeOnce   sync.Once
+	closeCode   websocket.StatusCode
+	closeReason string
+
+	mu      sync.Mutex
+	pending    map[messages.ID]*exchange
+	gone       bool      // replaced or closing: deliver nothing more
+	replacedAt time.Time // when a newer connection took over
+}
+
+// exchange is an HTTP exchange or WebSocket stream routed to this client.
+type exchange struct {
+	replyTo  string
+	stream   bool
+	open     bool // stream: the client accepted the upgrade
+	deadline time.Time
+	ended    bool // canceled or expired; kept briefly so a late answer is dropped quietly
+}
+
+const outQueue = 1024
+
+// serveControl accepts a client websocket, runs the registration handshake
+// and then serves the connection until it ends.
+func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Origin") != "" {
+		// Only keyhole clients connect here; a page in a browser must not
+		// be able to register a tunnel with a visitor's connection.
+		publicError(w, http.StatusForbidden)
+		return
+	}
+	if p.isDraining() {
+		publicError(w, http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		return // Accept wrote the HTTP error
+	}
+	p.wg.Add(1)
+	defer p.wg.Done()
+	ws.SetReadLimit(registrationReadLimit)
+	label, reg, ok := p.register(r.Context(), ws)
+	if !ok {
+		return
+	}
+	c := &clientConn{
+		p:       p,
+		ws:      ws,
+		holder:  p.instance + "/" + randomToken(8),
+		label:   label,
+		rate:    limiter.NewRate(p.cfg.Rate, p.cfg.Burst),
+		out:     make(chan []byte, outQueue),
+		closing: make(chan struct{}),
+		kick:    make(chan struct{}, 1),
+		pending: make(map[messages.ID]*exchange),
+	}
+	c.log = p.log.With("host", label, "conn", c.holder)
+	c.lastRead.Store(time.Now().UnixNano())
+	if err := p.attach(r.Context(), c); err != nil {
+		c.log.Error("register hostname", "err", err)
+		ws.Close(websocket.StatusTryAgainLater, "proxy unavailable, try again")
+		return
+	}
+	// Room for the largest body plus headers and framing.
+	ws.SetReadLimit(int64(p.cfg.MaxBody) + maxHeaderBytes + 4096)
+	resp := &messages.RegistrationResponse{
+		Hostname:      label + "." + p.cfg.Domain,
+		URL:           p.cfg.tunnelURL(label),
+		PingMillis:    uint32(p.cfg.Ping / time.Millisecond),
+		MaxBody:       uint32(p.cfg.MaxBody),
+		TimeoutMillis: uint32(p.cfg.Timeout / time.Millisecond),
+	}
+	c.out <- messages.Encode(resp)
+	c.log.Info("client registered", "thumbprint", label, "remote", r.RemoteAddr, "token", reg.Claims.Token != "")
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.writeLoop()
+	}()
+	c.readLoop()
+	c.requestClose(websocket.StatusNormalClosure, "")
+	<-done
+	p.detach(c)
+	c.failPending()
+	c.log.Info("client disconnected", "code", c.closeCode, "reason", c.closeReason)
+}
+
+// register runs the challenge-response handshake and reports the verified
+// hostname label. On failure it closes ws with a policy violation and a
+// reason the client prints.
+func (p *Proxy) register(ctx context.Context, ws *websocket.Conn) (string, *messages.Registration, bool) {
+	ctx, cancel := context.WithTimeout(ctx, registrationTimeout)
+	defer cancel()
+	ch := messages.Challenge{Nonce: randomToken(16), Domain: p.cfg.Domain}
+	issued := time.Now()
+	if err := ws.Write(ctx, websocket.MessageBinary, messages.Encode(&ch)); err != nil {
+		ws.CloseNow()
+		return "", nil, false
+	}
+	refuse := func(reason string) (string, *messages.Registration, bool) {
+		p.log.Info("registration refused", "reason", reason)
+		ws.Close(websocket.StatusPolicyViolation, closeReason(reason))
+		return "", nil, false
+	}
+	typ, data, err := ws.Read(ctx)
+	if err != nil {
+		ws.CloseNow()
+		return "", nil, false
+	}
+	if typ != websocket.MessageBinary {
+		return refuse("registration required before any other message")
+	}
+	m, err := messages.Decode(data)
+	if errors.Is(err, messages.ErrVersion) {
+		return refuse("unsupported protocol version")
+	}
+	req, ok := m.(*messages.RegistrationRequest)
+	if err != nil || !ok {
+		return refuse("registration required before any other message")
+	}
+	if time.Since(issued) > p.cfg.challengeTTL {
+		return refuse("challenge expired")
+	}
+	reg, err := messages.VerifyRegistration(req.JWS, ch)
+	if err != nil {
+		return refuse(err.Error())
+	}
+	if t := p.cfg.RegistrationToken; t != "" && !constantTimeEqual(reg.Claims.Token, t) {
+		return refuse("registration refused: a valid registration token is required")
+	}
+	if p.isDraining() {
+		ws.Close(websocket.StatusGoingAway, "proxy shutting down, reconnect")
+		return "", nil, false
+	}
+	return reg.Label, reg, true
+}
+
+func constantTimeEqual(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// closeReason fits a reason into a close frame (at most 123 bytes).
+func closeReason(s string) string {
+	for len(s) > 123 {
+		_, n := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-n]
+	}
+	return s
+}
+
+// attach makes c the holder of its hostname on this instance and in the
+// registry, and tells every other instance to drop an older connection.
+func (p *Proxy) attach(ctx context.Context, c *clientConn) error {
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	p.mu.Lock()
+	e := p.hosts[c.label]
+	p.mu.Unlock()
+	var sub bus.Subscription
+	if e == nil {
+		label := c.label
+		s, err := p.bus.Subscribe(ctx, bus.HostTopic(label), func(b []byte) { p.onHostMessage(label, b) })
+		if err != nil {
+			return err
+		}
+		sub = s
+	}
+	if err := p.reg.Claim(ctx, c.label, c.holder, p.registryTTL()); err != nil {
+		if sub != nil {
+			sub.Unsubscribe(context.WithoutCancel(ctx))
+		}
+		return err
+	}
+	var old *clientConn
+	p.mu.Lock()
+	if e != nil {
+		old, e.conn = e.conn, c
+	} else {
+		p.hosts[c.label] = &hostEntry{conn: c, sub: sub}
+	}
+	p.mu.Unlock()
+	if old != nil {
+		old.replaced()
+	}
+	payload := messages.AppendEnvelope(nil, p.instance, c.holder, &messages.Takeover{Hostname: c.label})
+	if _, err := p.bus.Publish(ctx, bus.HostTopic(c.label), payload); err != nil {
+		c.log.Warn("announce takeover", "err", err)
+	}
+	return nil
+}
+
+// detach forgets c, releasing its hostname unless a newer connection has
+// taken it over.
+func (p *Proxy) detach(c *clientConn) {
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	p.mu.Lock()
+	e := p.hosts[c.label]
+	mine := e != nil && e.conn == c
+	if mine {
+		delete(p.hosts, c.label)
+	}
+	p.mu.Unlock()
+	if !mine {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.sub.Unsubscribe(ctx); err != nil {
+		c.log.Warn("unsubscribe", "err", err)
+	}
+	if err := p.reg.Release(ctx, c.label, c.holder); err != nil {
+		c.log.Warn("release hostname", "err", err)
+	}
+}
+
+func (p *Proxy) registryTTL() time.Duration { return 3 * p.cfg.Ping }
+
+// localConns returns the connections this instance holds. Caller holds p.mu.
+func (p *Proxy) localConns() []*clientConn {
+	conns := make([]*clientConn, 0, len(p.hosts))
+	for _, e := range p.hosts {
+		conns = append(conns, e.conn)
+	}
+	return conns
+}
+
+// onHostMessage handles a payload published to a hostname this instance
+// holds.
+func (p *Proxy) onHostMessage(label string, payload []byte) {
+	m, err := messages.Decode(payload)
+	env, ok := m.(*messages.Envelope)
+	if err != nil || !ok {
+		p.log.Warn("bad message on host topic", "host", label, "err", err)
+		return
+	}
+	t, err := messages.Peek(env.Frame)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	var c *clientConn
+	if e := p.hosts[label]; e != nil {
+		c = e.conn
+	}
+	p.mu.Unlock()
+	if t == messages.TypeTakeover {
+		if c != nil && c.holder != env.Conn {
+			c.replaced()
+		}
+		return
+	}
+	if c == nil || c.holder != env.Conn {
+		// The requester's view of the registry is stale: the connection it
+		// named is gone. Answer at once rather than let it time out.
+		if t == messages.TypeHTTPRequest || t == messages.TypeWSRequest {
+			if id, ok := messages.PeekID(env.Frame); ok {
+				p.replyError(env.ReplyTo, env.Conn, id, messages.CodeUnavailable, 0)
+			}
+		}
+		return
+	}
+	c.fromBus(env.ReplyTo, t, env.Frame)
+}
+
+// replyError publishes an Error for id to the instance that asked.
+func (p *Proxy) replyError(replyTo, conn string, id messages.ID, code messages.ErrorCode, retryAfter uint32) {
+	payload := messages.AppendEnvelope(nil, p.instance, conn, &messages.Error{ID: id, Code: code, RetryAfter: retryAfter})
+	ctx, cancel := context.WithTimeout(p.ctx, writeTimeout)
+	defer cancel()
+	if _, err := p.bus.Publish(ctx, bus.InstanceTopic(replyTo), payload); err != nil {
+		p.log.Warn("publish error reply", "err", err)
+	}
+}
+
+// fromBus takes a frame from a public exchange to this client. It runs on
+// the bus's delivery goroutine, so it never blocks: a full queue fails the
+// exchange instead.
+func (c *clientConn) fromBus(replyTo string, t messages.Type, frame []byte) {
+	id, ok := messages.PeekID(frame)
+	if !ok {
+		return
+	}
+	switch t {
+	case messages.TypeHTTPRequest, messages.TypeWSRequest:
+		if ok, retry := c.rate.Allow(); !ok {
+			c.p.replyError(replyTo, c.holder, id, messages.CodeRateLimited, uint32(retry/time.Second))
+			return
+		}
+		c.mu.Lock()
+		if c.gone {
+			c.mu.Unlock()
+			c.p.replyError(replyTo, c.holder, id, messages.CodeUnavailable, 0)
+			return
+		}
+		if len(c.pending) >= maxPending {
+			c.mu.Unlock()
+			c.p.replyError(replyTo, c.holder, id, messages.CodeOverloaded, 0)
+			return
+		}
+		c.pending[id] = &exchange{replyTo: replyTo, stream: t == messages.TypeWSRequest, deadline: time.Now().Add(c.p.cfg.Timeout)}
+		c.mu.Unlock()
+		if !c.enqueue(frame) {
+			c.forget(id)
+			c.p.replyError(replyTo, c.holder, id, messages.CodeOverloaded, 0)
+		}
+	case messages.TypeWSMessage, messages.TypeWSTeardown:
+		c.mu.Lock()
+		ex := c.pending[id]
+		if ex == nil || !ex.open || ex.replyTo != replyTo {
+			c.mu.Unlock()
+			return
+		}
+		if t == messages.TypeWSTeardown {
+			delete(c.pending, id)
+		}
+		c.mu.Unlock()
+		if t == messages.TypeWSMessage {
+			if ok, _ := c.rate.Allow(); !ok {
+				c.failStream(id, replyTo, websocket.StatusTryAgainLater, "rate limit exceeded")
+				return
+			}
+		}
+		if !c.enqueue(frame) {
+			c.failStream(id, replyTo, websocket.StatusTryAgainLater, "tunnel overloaded")
+		}
+	case messages.TypeError:
+		// The public side gave up (timeout or caller gone). Keep a
+		// tombstone so a late answer is dropped quietly, and tell the
+		// client to stop.
+		c.mu.Lock()
+		ex := c.pending[id]
+		if ex == nil || ex.replyTo != replyTo {
+			c.mu.Unlock()
+			return
+		}
+		if ex.stream {
+			delete(c.pending, id)
+		} else {
+			ex.ended = true
+		}
+		c.mu.Unlock()
+		c.enqueue(frame)
+	}
+}
+
+// failStream ends a stream from the middle: both ends get a teardown.
+func (c *clientConn) failStream(id messages.ID, replyTo string, code websocket.StatusCode, reason string) {
+	c.forget(id)
+	td := &messages.WSTeardown{ID: id, Code: uint16(code), Reason: reason}
+	c.enqueue(messages.Encode(td))
+	c.publishTo(replyTo, messages.Encode(td))
+}
+
+func (c *clientConn) forget(id messages.ID) {
+	c.mu.Lock()
+	delete(c.pending, id)
+	c.mu.Unlock()
+}
+
+func (c *clientConn) enqueue(frame []byte) bool {
+	select {
+	case c.out <- frame:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *clientConn) pendingCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, ex := range c.pending {
+		if !ex.ended {
+			n++
+		}
+	}
+	return n
+}
+
+// publishTo sends a frame to the instance waiting for it.
+func (c *clientConn) publishTo(replyTo string, frame []byte) {
+	payload := messages.AppendEnvelopeFrame(nil, c.p.instance, c.holder, frame)
+	ctx, cancel := context.WithTimeout(c.p.ctx, writeTimeout)
+	defer cancel()
+	n, err := c.p.bus.Publish(ctx, bus.InstanceTopic(replyTo), payload)
+	if err != nil || n == 0 {
+		c.log.Debug("reply not delivered", "to", replyTo, "err", err)
+	}
+}
+
+// replaced is called when a newer connection registered the same key.
+// Nothing new is delivered to c. Exchanges already in flight may finish
+// (a client moving off a draining instance loses none), then c is told why
+// and closed; see writeLoop.
+func (c *clientConn) replaced() {
+	c.mu.Lock()
+	if !c.gone {
+		c.gone = true
+		c.replacedAt = time.Now()
+	}
+	c.mu.Unlock()
+	c.wake()
+}
+
+func (c *clientConn) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// replacedAndIdle reports whether a replaced connection should close now:
+// nothing is left in flight, or the timeout has passed.
+func (c *clientConn) replacedAndIdle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.replacedAt.IsZero() {
+		return false
+	}
+	if time.Since(c.replacedAt) > c.p.cfg.Timeout {
+		return true
+	}
+	for _, ex := range c.pending {
+		if !ex.ended {
+			return false
+		}
+	}
+	return true
+}
+
+// goAway tells the client to reconnect elsewhere because this instance is
+// draining. The connection stays up for exchanges already in flight.
+func (c *clientConn) goAway() {
+	c.enqueue(messages.Encode(&messages.Error{Code: messages.CodeGoingAway, Reason: "proxy shutting down, reconnect"}))
+}
+
+// requestClose asks the writer to close the websocket with code and reason.
+// The first request wins.
+func (c *clientConn) requestClose(code websocket.StatusCode, reason string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeReason = code, reason
+		close(c.closing)
+	})
+}
+
+// failPending answers every exchange still waiting on this connection: the
+// public callers get 502 now rather than a timeout.
+func (c *clientConn) failPending() {
+	c.mu.Lock()
+	c.gone = true
+	pending := c.pending
+	c.pending = make(map[messages.ID]*exchange)
+	c.mu.Unlock()
+	for id, ex := range pending {
+		if !ex.ended {
+			c.p.replyError(ex.replyTo, c.holder, id, messages.CodeUnavailable, 0)
+		}
+	}
+}

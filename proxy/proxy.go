@@ -1,0 +1,216 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keyhole-tunnel/keyhole/bus"
+	"github.com/keyhole-tunnel/keyhole/messages"
+)
+
+// ControlPath is the path on the apex (or any non-tunnel host) where
+// clients open their websocket.
+const ControlPath = "/_keyhole/v1/connect"
+
+// Proxy serves public traffic and client connections. Create it with [New].
+type Proxy struct {
+	cfg      Config
+	instance string
+	bus      bus.Bus
+	reg      bus.Registry
+	ownsBus  bool
+	log      *slog.Logger
+	replies  bus.Subscription
+
+	// ctx ends when the proxy shuts down; client connections live under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// regMu serializes attaching and detaching hostnames, which span the
+	// bus, the registry and p.hosts.
+	regMu sync.Mutex
+
+	mu       sync.Mutex
+	waiters  map[messages.ID]waiter // exchanges this instance started
+	hosts    map[string]*hostEntry  // hostnames whose client this instance holds
+	draining bool
+}
+
+// waiter receives the replies to one exchange started on this instance. It
+// must not block.
+type waiter interface {
+	deliver(frame []byte)
+}
+
+// New starts a proxy instance: it subscribes to its own reply topic before
+// returning, so it is ready to serve.
+func New(ctx context.Context, cfg Config) (*Proxy, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("proxy config: %w", err)
+	}
+	p := &Proxy{
+		cfg:      cfg,
+		instance: randomToken(8),
+		bus:      cfg.Bus,
+		reg:      cfg.Registry,
+		log:      cfg.Logger,
+		waiters:  make(map[messages.ID]waiter),
+		hosts:    make(map[string]*hostEntry),
+	}
+	if p.bus == nil {
+		m := bus.NewMemory()
+		p.bus, p.reg, p.ownsBus = m, m, true
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.replies, err = p.bus.Subscribe(ctx, bus.InstanceTopic(p.instance), p.onReply)
+	if err != nil {
+		p.cancel()
+		return nil, fmt.Errorf("subscribe reply topic: %w", err)
+	}
+	p.log = p.log.With("instance", p.instance)
+	return p, nil
+}
+
+// Instance returns this instance's ID, which names its reply topic.
+func (p *Proxy) Instance() string { return p.instance }
+
+func randomToken(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// onReply routes a frame published to this instance's reply topic to the
+// exchange waiting for it. Replies for exchanges that ended (a late answer
+// after a 504) are dropped.
+func (p *Proxy) onReply(payload []byte) {
+	m, err := messages.Decode(payload)
+	if err != nil {
+		p.log.Warn("bad reply on bus", "err", err)
+		return
+	}
+	env, ok := m.(*messages.Envelope)
+	if !ok {
+		return
+	}
+	id, ok := messages.PeekID(env.Frame)
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	w := p.waiters[id]
+	p.mu.Unlock()
+	if w != nil {
+		w.deliver(env.Frame)
+	}
+}
+
+func (p *Proxy) addWaiter(id messages.ID, w waiter) {
+	p.mu.Lock()
+	p.waiters[id] = w
+	p.mu.Unlock()
+}
+
+func (p *Proxy) removeWaiter(id messages.ID) {
+	p.mu.Lock()
+	delete(p.waiters, id)
+	p.mu.Unlock()
+}
+
+// ServeHTTP routes by Host: tunnel hostnames go to their client; the
+// control path on any other host accepts clients; the apex shows a landing
+// page; everything else is 404.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host := normalizeHost(r.Host)
+	if label, ok := p.tunnelLabel(host); ok {
+		p.serveTunnel(w, r, host, label)
+		return
+	}
+	switch {
+	case r.URL.Path == ControlPath:
+		p.serveControl(w, r)
+	case host == p.cfg.Domain && r.URL.Path == "/":
+		p.serveLanding(w, r)
+	default:
+		publicError(w, http.StatusNotFound)
+	}
+}
+
+// normalizeHost lowercases a Host header and drops its port and any
+// trailing dot.
+func normalizeHost(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+// tunnelLabel reports whether host is "<label>.<domain>" with a well-formed
+// label.
+func (p *Proxy) tunnelLabel(host string) (string, bool) {
+	label, ok := strings.CutSuffix(host, "."+p.cfg.Domain)
+	if !ok || !messages.IsHostnameLabel(label) {
+		return "", false
+	}
+	return label, true
+}
+
+// Shutdown drains the instance: new clients and public requests are
+// refused, connected clients are told to reconnect elsewhere, in-flight
+// exchanges get up to ctx's deadline to finish, and then every client
+// connection is closed. It returns when everything the proxy started has
+// stopped.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.draining = true
+	conns := p.localConns()
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.goAway()
+	}
+	// Wait for in-flight exchanges on this instance to end.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for p.pendingCount() > 0 {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+	p.cancel()
+	p.wg.Wait()
+	err := p.replies.Unsubscribe(context.WithoutCancel(ctx))
+	if p.ownsBus {
+		err = errors.Join(err, p.bus.Close())
+	}
+	return err
+}
+
+func (p *Proxy) pendingCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.waiters)
+	for _, h := range p.hosts {
+		n += h.conn.pendingCount()
+	}
+	return n
+}
+
+func (p *Proxy) isDraining() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.draining
+}

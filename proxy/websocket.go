@@ -1,0 +1,297 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/keyhole-tunnel/keyhole/bus"
+	"github.com/keyhole-tunnel/keyhole/messages"
+)
+
+// streamQueue bounds the frames waiting for one public WebSocket. A stream
+// whose visitor reads too slowly overflows it and fails alone.
+const streamQueue = 64
+
+// wsStream receives the frames from the client for one public WebSocket.
+type wsStream struct {
+	q        chan []byte
+	overflow chan struct{}
+	once     sync.Once
+}
+
+func newWSStream() *wsStream {
+	return &wsStream{q: make(chan []byte, streamQueue), overflow: make(chan struct{})}
+}
+
+func (s *wsStream) deliver(frame []byte) {
+	select {
+	case s.q <- frame:
+	default:
+		s.once.Do(func() { close(s.overflow) })
+	}
+}
+
+func isWebSocketUpgrade(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h[name] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// handshakeHeaders are the upgrade handshake's own headers; each leg of the
+// tunnel negotiates its own.
+var handshakeHeaders = []string{
+	"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions",
+	"Sec-Websocket-Protocol", "Sec-Websocket-Accept",
+}
+
+// serveWebSocket tunnels a public WebSocket. The public upgrade completes
+// only after the client reports that the local service accepted it, with
+// the subprotocol the service chose.
+func (p *Proxy) serveWebSocket(w http.ResponseWriter, r *http.Request, label string) {
+	holder, status := p.lookup(r.Context(), label)
+	if status != 0 {
+		publicError(w, status)
+		return
+	}
+	h := p.outboundHeader(r)
+	for _, k := range handshakeHeaders {
+		delete(h, k)
+	}
+	req := &messages.WSRequest{
+		ID:           messages.NewID(),
+		URI:          requestURI(r),
+		Host:         r.Host,
+		Header:       h,
+		Subprotocols: subprotocols(r.Header),
+	}
+	st := newWSStream()
+	p.addWaiter(req.ID, st)
+	defer p.removeWaiter(req.ID)
+	if status := p.publishRequest(r.Context(), label, holder, req); status != 0 {
+		publicError(w, status)
+		return
+	}
+	timer := time.NewTimer(p.cfg.Timeout)
+	defer timer.Stop()
+	var frame []byte
+	select {
+	case frame = <-st.q:
+	case <-timer.C:
+		p.cancelExchange(label, holder, req.ID)
+		publicError(w, http.StatusGatewayTimeout)
+		return
+	case <-r.Context().Done():
+		p.cancelExchange(label, holder, req.ID)
+		return
+	}
+	m, err := messages.Decode(frame)
+	if err != nil {
+		publicError(w, http.StatusBadGateway)
+		return
+	}
+	var resp *messages.WSResponse
+	switch m := m.(type) {
+	case *messages.Error:
+		if errorStatus(m.Code) == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "1")
+		}
+		publicError(w, errorStatus(m.Code))
+		return
+	case *messages.WSResponse:
+		resp = m
+	default:
+		publicError(w, http.StatusBadGateway)
+		return
+	}
+	for _, k := range handshakeHeaders {
+		delete(resp.Header, k)
+	}
+	if resp.Status != http.StatusSwitchingProtocols {
+		// The local service refused: pass its answer on, with no upgrade.
+		hdr := w.Header()
+		copyResponseHeader(hdr, resp.Header, normalizeHost(r.Host), p.cfg.Domain)
+		hdr.Del("Content-Length")
+		w.WriteHeader(int(resp.Status))
+		w.Write(resp.Body)
+		return
+	}
+	copyResponseHeader(w.Header(), resp.Header, normalizeHost(r.Host), p.cfg.Domain)
+	w.Header().Del("Content-Length")
+	opts := &websocket.AcceptOptions{
+		// The local service saw the visitor's Origin and accepted it; the
+		// origin decision is the service's to make.
+		InsecureSkipVerify: true,
+		CompressionMode:    websocket.CompressionDisabled,
+	}
+	if resp.Subprotocol != "" {
+		opts.Subprotocols = []string{resp.Subprotocol}
+	}
+	conn, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		p.sendStream(label, holder, &messages.WSTeardown{ID: req.ID, Code: uint16(websocket.StatusInternalError), Reason: "public upgrade failed"})
+		return
+	}
+	p.wg.Add(1)
+	defer p.wg.Done()
+	p.pumpStream(conn, st, label, holder, req.ID)
+}
+
+func subprotocols(h http.Header) []string {
+	var out []string
+	for _, v := range h["Sec-Websocket-Protocol"] {
+		for _, s := range strings.Split(v, ",") {
+			if s = textproto.TrimString(s); s != "" {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// sendStream publishes a frame of stream id towards the client.
+func (p *Proxy) sendStream(label, holder string, m messages.Message) error {
+	ctx, cancel := context.WithTimeout(p.ctx, writeTimeout)
+	defer cancel()
+	payload := messages.AppendEnvelope(nil, p.instance, holder, m)
+	n, err := p.bus.Publish(ctx, bus.HostTopic(label), payload)
+	if err == nil && n == 0 {
+		err = errors.New("no receiver")
+	}
+	return err
+}
+
+// pumpStream carries one public WebSocket until either end closes it.
+// The visitor's messages are read here and published to the client; the
+// client's arrive on st and are written by this goroutine.
+func (p *Proxy) pumpStream(conn *websocket.Conn, st *wsStream, label, holder string, id messages.ID) {
+	conn.SetReadLimit(int64(p.cfg.MaxBody))
+	ctx, cancel := context.WithCancel(p.ctx)
+	defer cancel()
+
+	// closedHere is set when this side closes the public socket because
+	// the tunnel said so; the client then needs no teardown from us.
+	var closedHere sync.Once
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		for {
+			typ, data, err := conn.Read(ctx)
+			if err != nil {
+				code, reason := visitorClose(err)
+				closedHere.Do(func() {
+					p.sendStream(label, holder, &messages.WSTeardown{ID: id, Code: uint16(code), Reason: reason})
+				})
+				return
+			}
+			op := messages.OpBinary
+			if typ == websocket.MessageText {
+				op = messages.OpText
+			}
+			if err := p.sendStream(label, holder, &messages.WSMessage{ID: id, Opcode: op, Data: data}); err != nil {
+				closedHere.Do(func() {}) // the client is unreachable
+				conn.Close(websocket.StatusCode(1014), "tunnel offline")
+				return
+			}
+		}
+	}()
+
+	closeBoth := func(code websocket.StatusCode, reason string) {
+		closedHere.Do(func() {
+			p.sendStream(label, holder, &messages.WSTeardown{ID: id, Code: uint16(code), Reason: reason})
+		})
+		conn.Close(code, reason)
+	}
+	for {
+		select {
+		case <-readDone:
+			return
+		case <-st.overflow:
+			closeBoth(websocket.StatusPolicyViolation, "visitor reads too slowly")
+			<-readDone
+			return
+		case <-p.ctx.Done():
+			closeBoth(websocket.StatusGoingAway, "proxy shutting down")
+			<-readDone
+			return
+		case frame := <-st.q:
+			m, err := messages.Decode(frame)
+			if err != nil {
+				closeBoth(websocket.StatusInternalError, "tunnel error")
+				<-readDone
+				return
+			}
+			switch m := m.(type) {
+			case *messages.WSMessage:
+				typ := websocket.MessageBinary
+				if m.Opcode == messages.OpText {
+					typ = websocket.MessageText
+				}
+				wctx, wcancel := context.WithTimeout(ctx, p.cfg.streamWriteTimeout)
+				err := conn.Write(wctx, typ, m.Data)
+				wcancel()
+				if err != nil {
+					// A visitor that accepts nothing for the write timeout
+					// fails its own stream only.
+					closeBoth(websocket.StatusPolicyViolation, "visitor reads too slowly")
+					<-readDone
+					return
+				}
+			case *messages.WSTeardown:
+				closedHere.Do(func() {})
+				conn.Close(tunnelCloseCode(m.Code), m.Reason)
+				<-readDone
+				return
+			case *messages.Error:
+				// The client dropped: 1014, bad gateway.
+				closedHere.Do(func() {})
+				conn.Close(websocket.StatusCode(1014), "tunnel offline")
+				<-readDone
+				return
+			}
+		}
+	}
+}
+
+// visitorClose turns the error that ended a visitor's reads into the close
+// code and reason to pass to the client.
+func visitorClose(err error) (websocket.StatusCode, string) {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code, ce.Reason
+	}
+	if errors.Is(err, websocket.ErrMessageTooBig) {
+		return websocket.StatusMessageTooBig, "message too big"
+	}
+	// The visitor vanished without a close frame.
+	return websocket.StatusGoingAway, "visitor went away"
+}
+
+// tunnelCloseCode maps a close code from the other end to one that may be
+// sent on the wire: 1005, 1006 and 1015 are reserved for local use.
+func tunnelCloseCode(code uint16) websocket.StatusCode {
+	switch c := websocket.StatusCode(code); c {
+	case websocket.StatusNoStatusRcvd, websocket.StatusAbnormalClosure, websocket.StatusTLSHandshake:
+		return websocket.StatusGoingAway
+	default:
+		if code < 1000 || code >= 5000 {
+			return websocket.StatusGoingAway
+		}
+		return c
+	}
+}
