@@ -1,0 +1,555 @@
+package bustest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyhole-tunnel/keyhole/bus"
+)
+
+// waitTimeout bounds every wait for a delivery. Deliveries normally take
+// microseconds; the bound only keeps a broken implementation from hanging.
+const waitTimeout = 10 * time.Second
+
+// Run runs the conformance suite. newBus is called once per subtest and must
+// return a bus whose Bus and Registry share one backend; it should register
+// Close with t.Cleanup (the suite may also call Close itself, so Close must
+// tolerate a second call).
+func Run(t *testing.T, newBus func(t *testing.T) (bus.Bus, bus.Registry)) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, b bus.Bus, r bus.Registry)
+	}{
+		{"PublishWithoutSubscribers", testPublishWithoutSubscribers},
+		{"DeliverOnceIntact", testDeliverOnceIntact},
+		{"TwoSubscribers", testTwoSubscribers},
+		{"Order", testOrder},
+		{"Unsubscribe", testUnsubscribe},
+		{"SubscribeThenPublish", testSubscribeThenPublish},
+		{"ConcurrentPublishers", testConcurrentPublishers},
+		{"SubscribeChurn", testSubscribeChurn},
+		{"RegistryClaim", testRegistryClaim},
+		{"RegistryExpiry", testRegistryExpiry},
+		{"RegistryRefreshExtends", testRegistryRefreshExtends},
+		{"Close", testClose},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b, r := newBus(t)
+			tt.fn(t, b, r)
+		})
+	}
+}
+
+// unique returns a name no other subtest or run uses.
+func unique(t *testing.T, kind string) string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("bustest:%s:%s:%s", kind, t.Name(), hex.EncodeToString(b[:]))
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// recorder is a handler that never blocks: it queues payloads and notes an
+// overflow instead, as the bus contract asks of every handler.
+type recorder struct {
+	ch       chan []byte
+	overflow atomic.Bool
+}
+
+func newRecorder(size int) *recorder { return &recorder{ch: make(chan []byte, size)} }
+
+func (r *recorder) handle(p []byte) {
+	select {
+	case r.ch <- bytes.Clone(p):
+	default:
+		r.overflow.Store(true)
+	}
+}
+
+func (r *recorder) next(t *testing.T) []byte {
+	t.Helper()
+	timer := time.NewTimer(waitTimeout)
+	defer timer.Stop()
+	select {
+	case p := <-r.ch:
+		return p
+	case <-timer.C:
+		t.Fatalf("no delivery within %s (overflow %v)", waitTimeout, r.overflow.Load())
+		return nil
+	}
+}
+
+// empty fails if anything was delivered that nobody has read.
+func (r *recorder) empty(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case p := <-r.ch:
+		t.Fatalf("%s: unexpected delivery %q", what, p)
+	default:
+	}
+	if r.overflow.Load() {
+		t.Fatalf("%s: handler queue overflowed", what)
+	}
+}
+
+func subscribe(t *testing.T, ctx context.Context, b bus.Bus, topic string, h bus.Handler) bus.Subscription {
+	t.Helper()
+	s, err := b.Subscribe(ctx, topic, h)
+	if err != nil {
+		t.Fatalf("Subscribe(%q): %v", topic, err)
+	}
+	return s
+}
+
+func publish(t *testing.T, ctx context.Context, b bus.Bus, topic string, p []byte) int {
+	t.Helper()
+	n, err := b.Publish(ctx, topic, p)
+	if err != nil {
+		t.Fatalf("Publish(%q): %v", topic, err)
+	}
+	return n
+}
+
+func testPublishWithoutSubscribers(t *testing.T, b bus.Bus, _ bus.Registry) {
+	ctx := testCtx(t)
+	if n := publish(t, ctx, b, unique(t, "topic"), []byte("nobody")); n != 0 {
+		t.Fatalf("Publish with no subscribers = %d, want 0", n)
+	}
+}
+
+func testDeliverOnceIntact(t *testing.T, b bus.Bus, _ bus.Registry) {
+	ctx := testCtx(t)
+	topic := unique(t, "topic")
+	rec := newRecorder(16)
+	subscribe(t, ctx, b, topic, rec.handle)
+
+	big := make([]byte, 256<<10)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	payloads := []struct {
+		name string
+		p    []byte
+	}{
+		{"text", []byte("hello")},
+		{"binary with zero bytes", []byte{0, 1, 0, 0xff, '\r', '\n', 0, '$', '*', 0}},
+		{"empty", []byte{}},
+		{"only zeros", make([]byte, 64)},
+		{"large", big},
+	}
+	for _, tt := range payloads {
+		if n := publish(t, ctx, b, topic, tt.p); n < 1 {
+			t.Fatalf("%s: Publish = %d receivers, want at least 1", tt.name, n)
+		}
+		if got := rec.next(t); !bytes.Equal(got, tt.p) {
+			t.Fatalf("%s: got %d bytes %q, want %d bytes", tt.name, len(got), truncate(got), len(tt.p))
+		}
+	}
+	// Exactly once: a duplicate of anything above would arrive before this
+	// marker, since one publisher's messages stay in order.
+	publish(t, ctx, b, topic, []byte("marker"))
+	if got := rec.next(t); string(got) != "marker" {
+		t.Fatalf("duplicate delivery: got %q before the marker", truncate(got))
+	}
+	rec.empty(t, "after marker")
+}
+
+func truncate(p []byte) []byte {
+	if len(p) > 32 {
+		return p[:32]
+	}
+	return p
+}
+
+func testTwoSubscribers(t *testing.T, b bus.Bus, _ bus.Registry) {
+	ctx := testCtx(t)
+	topic := unique(t, "topic")
+	r1, r2 := newRecorder(4), newRecorder(4)
+	subscribe(t, ctx, b, topic, r1.handle)
+	subscribe(t, ctx, b, topic, r2.handle)
+	if n := publish(t, ctx, b, topic, []byte("both")); n < 1 {
+		t.Fatalf("Publish = %d receivers, want at least 1", n)
+	}
+	for i, r := range []*recorder{r1, r2} {
+		if got := r.next(t); string(got) != "both" {
+			t.Fatalf("subscriber %d got %q", i+1, got)
+		}
+	}
+	publish(t, ctx, b, topic, []byte("marker"))
+	for i, r := range []*recorder{r1, r2} {
+		if got := r.next(t); string(got) != "marker" {
+			t.Fatalf("subscriber %d got %q, want the marker (duplicate?)", i+1, got)
+		}
+		r.empty(t, "after marker")
+	}
+}
+
+func testOrder(t *testing.T, b bus.Bus, _ bus.Registry) {
+	const n = 1000
+	ctx := testCtx(t)
+	topic := unique(t, "topic")
+	rec := newRecorder(n)
+	subscribe(t, ctx, b, topic, rec.handle)
+	for i := range n {
+		publish(t, ctx, b, topic, binary.BigEndian.AppendUint32(nil, uint32(i)))
+	}
+	for i := range n {
+		got := rec.next(t)
+		if len(got) != 4 || binary.BigEndian.Uint32(got) != uint32(i) {
+			t.Fatalf("message %d: got %x", i, got)
+		}
+	}
+	rec.empty(t, "after all messages")
+}
+
+func testUnsubscribe(t *testing.T, b bus.Bus, _ bus.Registry) {
+	ctx := testCtx(t)
+	topic := unique(t, "topic")
+	ra, rb := newRecorder(4), newRecorder(4)
+	sa := subscribe(t, ctx, b, topic, ra.handle)
+	sb := subscribe(t, ctx, b, topic, rb.handle)
+
+	publish(t, ctx, b, topic, []byte("m1"))
+	for _, r := range []*recorder{ra, rb} {
+		if got := r.next(t); string(got) != "m1" {
+			t.Fatalf("got %q, want m1", got)
+		}
+	}
+
+	if err := sa.Unsubscribe(ctx); err != nil {
+		t.Fatalf("Unsubscribe: %v", err)
+	}
+	if err := sa.Unsubscribe(ctx); err != nil {
+		t.Fatalf("second Unsubscribe: %v", err)
+	}
+	if n := publish(t, ctx, b, topic, []byte("m2")); n < 1 {
+		t.Fatalf("Publish with one subscriber left = %d", n)
+	}
+	if got := rb.next(t); string(got) != "m2" {
+		t.Fatalf("remaining subscriber got %q, want m2", got)
+	}
+	// m2 reached b, so it would have reached a by now too.
+	ra.empty(t, "unsubscribed handler")
+
+	if err := sb.Unsubscribe(ctx); err != nil {
+		t.Fatalf("Unsubscribe: %v", err)
+	}
+	if n := publish(t, ctx, b, topic, []byte("m3")); n != 0 {
+		t.Fatalf("Publish after the last Unsubscribe = %d receivers, want 0", n)
+	}
+
+	// A new subscription proves the topic still works, and anything
+	// wrongly delivered to the old handlers would have arrived before m4.
+	rc := newRecorder(4)
+	subscribe(t, ctx, b, topic, rc.handle)
+	publish(t, ctx, b, topic, []byte("m4"))
+	if got := rc.next(t); string(got) != "m4" {
+		t.Fatalf("new subscriber got %q, want m4", got)
+	}
+	ra.empty(t, "first unsubscribed handler")
+	rb.empty(t, "second unsubscribed handler")
+}
+
+func testSubscribeThenPublish(t *testing.T, b bus.Bus, _ bus.Registry) {
+	ctx := testCtx(t)
+	for i := range 100 {
+		topic := unique(t, fmt.Sprintf("topic%d", i))
+		rec := newRecorder(1)
+		s := subscribe(t, ctx, b, topic, rec.handle)
+		if n := publish(t, ctx, b, topic, []byte("first")); n < 1 {
+			t.Fatalf("iteration %d: Publish right after Subscribe reached %d receivers", i, n)
+		}
+		if got := rec.next(t); string(got) != "first" {
+			t.Fatalf("iteration %d: got %q", i, got)
+		}
+		if err := s.Unsubscribe(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func testConcurrentPublishers(t *testing.T, b bus.Bus, _ bus.Registry) {
+	const publishers, each = 4, 200
+	ctx := testCtx(t)
+	topic := unique(t, "topic")
+	recs := []*recorder{newRecorder(publishers * each), newRecorder(publishers * each)}
+	for _, r := range recs {
+		subscribe(t, ctx, b, topic, r.handle)
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, publishers)
+	for p := range publishers {
+		wg.Go(func() {
+			for i := range each {
+				msg := binary.BigEndian.AppendUint32([]byte{byte(p)}, uint32(i))
+				if _, err := b.Publish(ctx, topic, msg); err != nil {
+					errs <- fmt.Errorf("publisher %d: %w", p, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	for ri, r := range recs {
+		next := make([]uint32, publishers)
+		for range publishers * each {
+			got := r.next(t)
+			if len(got) != 5 || int(got[0]) >= publishers {
+				t.Fatalf("subscriber %d: malformed message %x", ri, got)
+			}
+			p, seq := got[0], binary.BigEndian.Uint32(got[1:])
+			if seq != next[p] {
+				t.Fatalf("subscriber %d: publisher %d message %d arrived when %d was due", ri, p, seq, next[p])
+			}
+			next[p]++
+		}
+		r.empty(t, "after all messages")
+	}
+}
+
+// testSubscribeChurn subscribes and unsubscribes one topic from several
+// goroutines at once, so that the backend sees subscribe and unsubscribe
+// requests for the same topic interleave. Each subscriber must still receive
+// a message published right after its Subscribe returned.
+func testSubscribeChurn(t *testing.T, b bus.Bus, _ bus.Registry) {
+	const workers, rounds = 4, 25
+	ctx := testCtx(t)
+	topic := unique(t, "topic")
+
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range rounds {
+				want := fmt.Sprintf("w%d-%d", w, i)
+				got := make(chan struct{}, 1)
+				s, err := b.Subscribe(ctx, topic, func(p []byte) {
+					if string(p) == want {
+						select {
+						case got <- struct{}{}:
+						default:
+						}
+					}
+				})
+				if err != nil {
+					errs <- fmt.Errorf("worker %d round %d: Subscribe: %w", w, i, err)
+					return
+				}
+				if _, err := b.Publish(ctx, topic, []byte(want)); err != nil {
+					errs <- fmt.Errorf("worker %d round %d: Publish: %w", w, i, err)
+					return
+				}
+				timer := time.NewTimer(waitTimeout)
+				select {
+				case <-got:
+					timer.Stop()
+				case <-timer.C:
+					errs <- fmt.Errorf("worker %d round %d: own message not delivered", w, i)
+					return
+				}
+				if err := s.Unsubscribe(ctx); err != nil {
+					errs <- fmt.Errorf("worker %d round %d: Unsubscribe: %w", w, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := publish(t, ctx, b, topic, []byte("after")); n != 0 {
+		t.Fatalf("Publish after every subscriber left = %d receivers, want 0", n)
+	}
+}
+
+func lookup(t *testing.T, ctx context.Context, r bus.Registry, name string) string {
+	t.Helper()
+	h, err := r.Lookup(ctx, name)
+	if errors.Is(err, bus.ErrNotFound) {
+		return ""
+	}
+	if err != nil {
+		t.Fatalf("Lookup(%q): %v", name, err)
+	}
+	return h
+}
+
+func refresh(t *testing.T, ctx context.Context, r bus.Registry, name, holder string, ttl time.Duration) bool {
+	t.Helper()
+	ok, err := r.Refresh(ctx, name, holder, ttl)
+	if err != nil {
+		t.Fatalf("Refresh(%q, %q): %v", name, holder, err)
+	}
+	return ok
+}
+
+func testRegistryClaim(t *testing.T, _ bus.Bus, r bus.Registry) {
+	ctx := testCtx(t)
+	name := unique(t, "host")
+	const ttl = time.Minute
+
+	if _, err := r.Lookup(ctx, name); !errors.Is(err, bus.ErrNotFound) {
+		t.Fatalf("Lookup of an unknown name: err = %v, want ErrNotFound", err)
+	}
+	if refresh(t, ctx, r, name, "a", ttl) {
+		t.Fatal("Refresh of an unknown name reported true")
+	}
+	if err := r.Release(ctx, name, "a"); err != nil {
+		t.Fatalf("Release of an unknown name: %v", err)
+	}
+
+	steps := []struct {
+		desc string
+		do   func() error
+		want string // holder afterwards, "" for none
+	}{
+		{"a claims", func() error { return r.Claim(ctx, name, "a", ttl) }, "a"},
+		{"b claims: newest wins", func() error { return r.Claim(ctx, name, "b", ttl) }, "b"},
+		{"a refreshes: not the holder", func() error {
+			if refresh(t, ctx, r, name, "a", ttl) {
+				return errors.New("Refresh by a non-holder reported true")
+			}
+			return nil
+		}, "b"},
+		{"b refreshes", func() error {
+			if !refresh(t, ctx, r, name, "b", ttl) {
+				return errors.New("Refresh by the holder reported false")
+			}
+			return nil
+		}, "b"},
+		{"a releases: no-op", func() error { return r.Release(ctx, name, "a") }, "b"},
+		{"b releases", func() error { return r.Release(ctx, name, "b") }, ""},
+		{"b refreshes after release", func() error {
+			if refresh(t, ctx, r, name, "b", ttl) {
+				return errors.New("Refresh after Release reported true")
+			}
+			return nil
+		}, ""},
+		{"a claims again", func() error { return r.Claim(ctx, name, "a", ttl) }, "a"},
+		{"a claims once more", func() error { return r.Claim(ctx, name, "a", ttl) }, "a"},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.desc, err)
+		}
+		if got := lookup(t, ctx, r, name); got != s.want {
+			t.Fatalf("%s: holder %q, want %q", s.desc, got, s.want)
+		}
+	}
+
+	// Names are independent.
+	other := unique(t, "host")
+	if err := r.Claim(ctx, other, "c", ttl); err != nil {
+		t.Fatal(err)
+	}
+	if got := lookup(t, ctx, r, name); got != "a" {
+		t.Fatalf("claiming another name changed this one to %q", got)
+	}
+}
+
+// waitGone polls until name has no holder.
+func waitGone(t *testing.T, ctx context.Context, r bus.Registry, name string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for lookup(t, ctx, r, name) != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q still has a holder %s after its TTL", name, waitTimeout)
+		}
+		pollPause(ctx)
+	}
+}
+
+// pollPause spaces out polls; it is not a wait for state.
+func pollPause(ctx context.Context) {
+	timer := time.NewTimer(10 * time.Millisecond)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+}
+
+func testRegistryExpiry(t *testing.T, _ bus.Bus, r bus.Registry) {
+	ctx := testCtx(t)
+	name := unique(t, "host")
+	if err := r.Claim(ctx, name, "a", 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitGone(t, ctx, r, name)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("entry with a 200ms TTL lived %s", d)
+	}
+	if _, err := r.Lookup(ctx, name); !errors.Is(err, bus.ErrNotFound) {
+		t.Fatalf("Lookup after expiry: err = %v, want ErrNotFound", err)
+	}
+	if refresh(t, ctx, r, name, "a", time.Minute) {
+		t.Fatal("Refresh after expiry reported true")
+	}
+}
+
+func testRegistryRefreshExtends(t *testing.T, _ bus.Bus, r bus.Registry) {
+	ctx := testCtx(t)
+	kept, clock := unique(t, "kept"), unique(t, "clock")
+	const short = 200 * time.Millisecond
+	if err := r.Claim(ctx, kept, "a", short); err != nil {
+		t.Fatal(err)
+	}
+	if !refresh(t, ctx, r, kept, "a", time.Minute) {
+		t.Fatal("Refresh by the holder reported false")
+	}
+	// The clock entry is claimed after kept with the same short TTL, so once
+	// it has expired, kept's original TTL has passed too.
+	if err := r.Claim(ctx, clock, "a", short); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, ctx, r, clock)
+	if got := lookup(t, ctx, r, kept); got != "a" {
+		t.Fatalf("refreshed entry: holder %q, want a", got)
+	}
+}
+
+func testClose(t *testing.T, b bus.Bus, _ bus.Registry) {
+	ctx := testCtx(t)
+	topic := unique(t, "topic")
+	rec := newRecorder(4)
+	subscribe(t, ctx, b, topic, rec.handle)
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := b.Publish(ctx, topic, []byte("late")); !errors.Is(err, bus.ErrClosed) {
+		t.Fatalf("Publish after Close: err = %v, want ErrClosed", err)
+	}
+	if _, err := b.Subscribe(ctx, topic, rec.handle); !errors.Is(err, bus.ErrClosed) {
+		t.Fatalf("Subscribe after Close: err = %v, want ErrClosed", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	rec.empty(t, "after Close")
+}
