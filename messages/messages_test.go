@@ -300,15 +300,18 @@ func (f *frameBuilder) u32(v uint32) *frameBuilder {
 func (f *frameBuilder) str(s string) *frameBuilder { return f.u32(uint32(len(s))).raw([]byte(s)...) }
 
 // A decoder must accept header pairs in any order; only the encoder sorts.
-func TestDecodeAcceptsUnsortedHeader(t *testing.T) {
-	frame := newFrame(messages.TypeHTTPResponse).id(testID).u16(200).
+func unsortedHeaderFrame() []byte {
+	return newFrame(messages.TypeHTTPResponse).id(testID).u16(200).
 		u32(4).
 		str("Set-Cookie").str("b=2").
 		str("Content-Type").str("text/plain").
 		str("Set-Cookie").str("a=1").
 		str("Accept").str("x").
 		u32(0).b
-	m, err := messages.Decode(frame)
+}
+
+func TestDecodeAcceptsUnsortedHeader(t *testing.T) {
+	m, err := messages.Decode(unsortedHeaderFrame())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,25 +455,7 @@ func TestDecodeBadOpcode(t *testing.T) {
 // Lengths and counts that claim more than the frame holds fail before
 // anything is allocated for them.
 func TestDecodeHostileLengths(t *testing.T) {
-	const huge = 0xFFFFFFFF
-	tests := []struct {
-		name  string
-		frame []byte
-	}{
-		{"string length", newFrame(messages.TypeChallenge).u32(huge).raw('a', 'b', 'c').b},
-		{"second string length", newFrame(messages.TypeChallenge).str("n").u32(huge).b},
-		{"header count", newFrame(messages.TypeHTTPRequest).id(testID).str("GET").str("/").str("h").u32(huge).raw(make([]byte, 64)...).b},
-		{"header count just over", newFrame(messages.TypeHTTPResponse).id(testID).u16(200).u32(2).str("a").str("b").b},
-		{"header count 2^28", newFrame(messages.TypeHTTPResponse).id(testID).u16(200).u32(1 << 28).raw(make([]byte, 64)...).b},
-		{"header name length", newFrame(messages.TypeHTTPResponse).id(testID).u16(200).u32(1).u32(huge).u32(0).b},
-		{"body length", newFrame(messages.TypeHTTPRequest).id(testID).str("GET").str("/").str("h").u32(0).u32(huge).raw('a', 'b', 'c').b},
-		{"body length one over", newFrame(messages.TypeHTTPResponse).id(testID).u16(200).u32(0).u32(4).raw('a', 'b', 'c').b},
-		{"ws data length", newFrame(messages.TypeWSMessage).id(testID).raw(byte(messages.OpBinary)).u32(huge).b},
-		{"subprotocol count", newFrame(messages.TypeWSRequest).id(testID).str("/").str("h").u32(0).u32(huge).raw(make([]byte, 16)...).b},
-		{"subprotocol count 2^28", newFrame(messages.TypeWSRequest).id(testID).str("/").str("h").u32(0).u32(1 << 28).raw(make([]byte, 16)...).b},
-		{"envelope reply-to", newFrame(messages.TypeEnvelope).u32(huge).b},
-	}
-	for _, tc := range tests {
+	for _, tc := range hostileFrames() {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := messages.Decode(tc.frame); !errors.Is(err, messages.ErrMalformed) {
 				t.Fatalf("err = %v, want ErrMalformed", err)
@@ -489,6 +474,30 @@ func TestDecodeHostileLengths(t *testing.T) {
 				t.Errorf("%d bytes allocated per Decode", per)
 			}
 		})
+	}
+}
+
+type namedFrame struct {
+	name  string
+	frame []byte
+}
+
+// hostileFrames claim more bytes than they hold.
+func hostileFrames() []namedFrame {
+	const huge = 0xFFFFFFFF
+	return []namedFrame{
+		{"string length", newFrame(messages.TypeChallenge).u32(huge).raw('a', 'b', 'c').b},
+		{"second string length", newFrame(messages.TypeChallenge).str("n").u32(huge).b},
+		{"header count", newFrame(messages.TypeHTTPRequest).id(testID).str("GET").str("/").str("h").u32(huge).raw(make([]byte, 64)...).b},
+		{"header count just over", newFrame(messages.TypeHTTPResponse).id(testID).u16(200).u32(2).str("a").str("b").b},
+		{"header count 2^28", newFrame(messages.TypeHTTPResponse).id(testID).u16(200).u32(1 << 28).raw(make([]byte, 64)...).b},
+		{"header name length", newFrame(messages.TypeHTTPResponse).id(testID).u16(200).u32(1).u32(huge).u32(0).b},
+		{"body length", newFrame(messages.TypeHTTPRequest).id(testID).str("GET").str("/").str("h").u32(0).u32(huge).raw('a', 'b', 'c').b},
+		{"body length one over", newFrame(messages.TypeHTTPResponse).id(testID).u16(200).u32(0).u32(4).raw('a', 'b', 'c').b},
+		{"ws data length", newFrame(messages.TypeWSMessage).id(testID).raw(byte(messages.OpBinary)).u32(huge).b},
+		{"subprotocol count", newFrame(messages.TypeWSRequest).id(testID).str("/").str("h").u32(0).u32(huge).raw(make([]byte, 16)...).b},
+		{"subprotocol count 2^28", newFrame(messages.TypeWSRequest).id(testID).str("/").str("h").u32(0).u32(1 << 28).raw(make([]byte, 16)...).b},
+		{"envelope reply-to", newFrame(messages.TypeEnvelope).u32(huge).b},
 	}
 }
 
