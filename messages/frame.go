@@ -299,3 +299,20 @@ func (d *decoder) header() Header {
 	}
 	return h
 }
+
+// AppendEnvelope appends an Envelope carrying m to dst, encoding m in place
+// rather than framing it separately first.
+func AppendEnvelope(dst []byte, replyTo, conn string, m Message) []byte {
+	dst = append(dst, Version, byte(TypeEnvelope))
+	dst = appendString(dst, replyTo)
+	dst = appendString(dst, conn)
+	return Append(dst, m)
+}
+
+// AppendEnvelopeFrame is AppendEnvelope for a frame that is already encoded.
+func AppendEnvelopeFrame(dst []byte, replyTo, conn string, frame []byte) []byte {
+	dst = append(dst, Version, byte(TypeEnvelope))
+	dst = appendString(dst, replyTo)
+	dst = appendString(dst, conn)
+	return append(dst, frame...)
+}

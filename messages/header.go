@@ -1,6 +1,10 @@
 package messages
 
-import "errors"
+import (
+	"errors"
+	"net/textproto"
+	"strings"
+)
 
 // ErrBadHeader is returned by [ValidateHeader].
 var ErrBadHeader = errors.New("messages: invalid header")
@@ -57,4 +61,27 @@ func isTokenChar(c byte) bool {
 		return true
 	}
 	return false
+}
+
+// hopByHop are the headers that describe one connection, not the message
+// (RFC 9110 section 7.6.1). They never cross the tunnel.
+var hopByHop = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// RemoveHopByHop deletes the hop-by-hop headers from h, and every header
+// that its Connection header names. Both the proxy and the client apply it,
+// on each leg.
+func RemoveHopByHop(h Header) {
+	for _, v := range h["Connection"] {
+		for _, name := range strings.Split(v, ",") {
+			if name = textproto.TrimString(name); name != "" {
+				delete(h, textproto.CanonicalMIMEHeaderKey(name))
+			}
+		}
+	}
+	for _, k := range hopByHop {
+		delete(h, k)
+	}
 }

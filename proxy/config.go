@@ -60,13 +60,16 @@ type Config struct {
 	streamWriteTimeout time.Duration
 }
 
+// MaxHeaderBytes is the header size limit the proxy's public listener
+// should use (http.Server.MaxHeaderBytes); larger requests get 431.
+const MaxHeaderBytes = 64 << 10
+
 const (
 	defaultTimeout = 30 * time.Second
 	defaultMaxBody = 500 * 1000
 	defaultPing    = 10 * time.Second
-	// maxHeaderBytes bounds the header block of a public request and of a
-	// client's response.
-	maxHeaderBytes = 64 << 10
+	// maxHeaderBytes bounds the header block of a client's response.
+	maxHeaderBytes = MaxHeaderBytes
 	// registrationTimeout bounds the whole registration handshake.
 	registrationTimeout = 10 * time.Second
 	// maxPending bounds the HTTP exchanges and streams in flight on one

@@ -123,7 +123,7 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		TimeoutMillis: uint32(p.cfg.Timeout / time.Millisecond),
 	}
 	c.out <- messages.Encode(resp)
-	c.log.Info("client registered", "thumbprint", label, "remote", r.RemoteAddr, "token", reg.Claims.Token != "")
+	c.log.Info("client registered", "remote", r.RemoteAddr, "token", reg.Claims.Token != "")
 
 	done := make(chan struct{})
 	go func() {

@@ -8,33 +8,11 @@ import (
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
-// hopByHop are the headers that describe one connection, not the message
-// (RFC 9110 section 7.6.1), and never cross the tunnel.
-var hopByHop = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
-// removeHopByHop deletes hop-by-hop headers and any header that Connection
-// names.
-func removeHopByHop(h messages.Header) {
-	for _, v := range h["Connection"] {
-		for _, name := range strings.Split(v, ",") {
-			if name = textproto.TrimString(name); name != "" {
-				delete(h, textproto.CanonicalMIMEHeaderKey(name))
-			}
-		}
-	}
-	for _, k := range hopByHop {
-		delete(h, k)
-	}
-}
-
 // copyResponseHeader copies a client's response headers to dst, without
 // hop-by-hop headers, without the length (the proxy sets it), and without
 // cookies that would reach other tunnels.
 func copyResponseHeader(dst http.Header, src messages.Header, host, domain string) {
-	removeHopByHop(src)
+	messages.RemoveHopByHop(src)
 	for k, vs := range src {
 		ck := textproto.CanonicalMIMEHeaderKey(k)
 		switch ck {

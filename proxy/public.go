@@ -182,7 +182,7 @@ func (p *Proxy) outboundHeader(r *http.Request) messages.Header {
 	for k, vs := range r.Header {
 		h[k] = vs
 	}
-	removeHopByHop(h)
+	messages.RemoveHopByHop(h)
 	peer := peerIP(r)
 	trusted := p.trusted(peer)
 	if !trusted {

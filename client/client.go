@@ -1,0 +1,241 @@
+package client
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Client publishes a local service through a keyhole proxy. Set Key and
+// one of Target or Handler, then call Run. The zero value of every other
+// field is its documented default. A Client must not be changed once Run
+// has started.
+type Client struct {
+	// Proxy is the proxy's URL, ws:// or wss://, optionally with a path
+	// prefix. http:// and https:// are accepted as synonyms. Default
+	// "ws://localhost:8080".
+	Proxy string
+	// Key signs the registration and determines the hostname. Required;
+	// see LoadOrCreateKey.
+	Key crypto.Signer
+	// Target is the local service's base URL, such as
+	// "http://127.0.0.1:3000". Request paths are appended to its path.
+	Target *url.URL
+	// Handler, when set instead of Target, serves requests in-process.
+	Handler http.Handler
+	// HostHeader chooses the Host the local service sees: "" keeps the
+	// public hostname (the local service can build absolute links and
+	// check WebSocket origins); "rewrite" uses Target's host; anything
+	// else is used as given.
+	HostHeader string
+	// Token is the proxy's registration token, if it requires one.
+	Token string
+	// TLSConfig verifies a wss:// proxy. Default: the system roots.
+	TLSConfig *tls.Config
+	// Transport carries requests to Target. Default: a keep-alive
+	// transport sized for a busy tunnel.
+	Transport http.RoundTripper
+	// Logger receives one line per proxied request and connection
+	// events. Default: discard.
+	Logger *slog.Logger
+	// OnRegister is called with the public URL each time the client
+	// registers, after every reconnect too.
+	OnRegister func(publicURL string)
+}
+
+// ErrReplaced is returned by Run when another connection registered the
+// same key; reconnecting would only take the hostname back and forth.
+var ErrReplaced = errors.New("replaced by a newer connection with the same key")
+
+// RefusedError is returned by Run when the proxy refuses the registration.
+// Retrying would not help, so Run stops.
+type RefusedError struct {
+	Reason string
+}
+
+func (e *RefusedError) Error() string { return "proxy refused registration: " + e.Reason }
+
+// Backoff bounds between reconnection attempts.
+const (
+	minBackoff = 250 * time.Millisecond
+	maxBackoff = 30 * time.Second
+)
+
+// Run connects to the proxy and serves until ctx ends, reconnecting as
+// needed. It returns nil when ctx ends, or an error that retrying cannot
+// fix: a bad configuration, a [*RefusedError], or [ErrReplaced].
+func (c *Client) Run(ctx context.Context) error {
+	r, err := c.newRunner()
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	backoff := minBackoff
+	for {
+		s := r.newSession()
+		moved := make(chan struct{}, 1)
+		done := make(chan error, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done <- s.run(ctx, moved)
+		}()
+		var err error
+		select {
+		case err = <-done:
+		case <-moved:
+			// The proxy is draining: connect again at once, through the
+			// load balancer to another instance, while this session
+			// finishes what it has in flight.
+			r.log.Info("proxy is draining; moving to another instance")
+			backoff = minBackoff
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		var refused *RefusedError
+		if errors.As(err, &refused) || errors.Is(err, ErrReplaced) {
+			return err
+		}
+		if s.registered && time.Since(s.started) > 2*maxBackoff {
+			backoff = minBackoff
+		}
+		// Full jitter keeps many clients from reconnecting in step.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		r.log.Warn("connection lost; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// runner holds what every session of one Run shares.
+type runner struct {
+	c         *Client
+	log       *slog.Logger
+	controlURL string
+	dialHTTP  *http.Client // for the proxy connection
+	transport http.RoundTripper
+	target    *url.URL
+	server    *http.Server // in-process handler mode
+	listener  *pipeListener
+	serveDone chan struct{}
+}
+
+func (c *Client) newRunner() (*runner, error) {
+	if c.Key == nil {
+		return nil, errors.New("client: Key is required")
+	}
+	if (c.Target == nil) == (c.Handler == nil) {
+		return nil, errors.New("client: set exactly one of Target and Handler")
+	}
+	control, err := ControlURL(c.Proxy)
+	if err != nil {
+		return nil, err
+	}
+	r := &runner{c: c, log: c.Logger, controlURL: control}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	r.dialHTTP = &http.Client{Transport: &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		TLSClientConfig:     c.TLSConfig,
+		TLSHandshakeTimeout: 10 * time.Second,
+		ForceAttemptHTTP2:   false,
+	}}
+	if c.Target != nil {
+		if c.Target.Scheme != "http" && c.Target.Scheme != "https" || c.Target.Host == "" {
+			return nil, fmt.Errorf("client: target %q must be an http:// or https:// URL", c.Target)
+		}
+		r.target = c.Target
+		r.transport = c.Transport
+		if r.transport == nil {
+			r.transport = newTransport((&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
+		}
+	} else {
+		r.target = &url.URL{Scheme: "http", Host: "in-process"}
+		r.listener = newPipeListener()
+		r.server = &http.Server{Handler: c.Handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug)}
+		r.transport = newTransport(r.listener.dial)
+		r.serveDone = make(chan struct{})
+		go func() {
+			defer close(r.serveDone)
+			r.server.Serve(r.listener)
+		}()
+	}
+	return r, nil
+}
+
+func (r *runner) close() {
+	if r.server != nil {
+		r.server.Close() // also closes upgraded in-process connections' listener
+		<-r.serveDone
+	}
+	if t, ok := r.transport.(*http.Transport); ok && r.c.Transport == nil {
+		t.CloseIdleConnections()
+	}
+	if t, ok := r.dialHTTP.Transport.(*http.Transport); ok {
+		t.CloseIdleConnections()
+	}
+}
+
+// newTransport returns a keep-alive transport for the local service. It
+// keeps plenty of idle connections: a tunnel funnels all its traffic to one
+// host, and a small per-host idle limit would make most requests dial.
+func newTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil, // the local service is local: never via an HTTP proxy
+		DialContext:           dial,
+		MaxIdleConns:          512,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 0, // the proxy's timeout governs
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+	}
+}
+
+// ControlURL turns a proxy URL as users write it into the websocket URL
+// of its control endpoint.
+func ControlURL(proxy string) (string, error) {
+	if proxy == "" {
+		proxy = "ws://localhost:8080"
+	}
+	if !strings.Contains(proxy, "://") {
+		proxy = "ws://" + proxy
+	}
+	u, err := url.Parse(proxy)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("client: invalid proxy URL %q: want ws://host:port or wss://host", proxy)
+	}
+	switch u.Scheme {
+	case "ws", "http":
+		u.Scheme = "ws"
+	case "wss", "https":
+		u.Scheme = "wss"
+	default:
+		return "", fmt.Errorf("client: invalid proxy URL %q: scheme must be ws or wss", proxy)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + controlPath
+	u.RawQuery, u.Fragment = "", ""
+	return u.String(), nil
+}
+
+// controlPath is the proxy's control endpoint; see docs/PROTOCOL.md.
+const controlPath = "/_keyhole/v1/connect"

@@ -1,0 +1,145 @@
+// Command client publishes a local web service through a keyhole proxy.
+// It prints the public URL on stdout and one line per request on stderr.
+// Run "client --help" for the flags.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/keyhole-tunnel/keyhole/client"
+	"github.com/keyhole-tunnel/keyhole/internal/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.As(err, new(usageError)):
+		fmt.Fprintln(os.Stderr, "client:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "client:", err)
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ error }
+
+const synopsis = `Usage: client [flags] TARGET
+
+Publishes the local web service TARGET through a keyhole proxy. TARGET is a
+port (3000), a host:port (127.0.0.1:3000) or a URL (http://localhost:3000/app).
+The public URL is printed on stdout each time the client registers; logs,
+including one line per request, go to stderr.`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	proxyURL := fs.String("proxy", "ws://localhost:8080", "the proxy's `URL`, ws:// or wss://")
+	keyFile := fs.String("key", "", "private key `file` (JWK); created on first use. The same key\nalways gets the same hostname (default keyhole/client.jwk in the\nuser's config directory)")
+	hostHeader := fs.String("host-header", "", "Host header sent to the local service: empty keeps the public\nhostname, \"rewrite\" uses TARGET's host, anything else is sent as given")
+	token := fs.String("token", "", "registration `token`, if the proxy requires one")
+	caFile := fs.String("ca", "", "PEM `file` of CA certificates to trust for a wss:// proxy, in\naddition to the system roots")
+	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	fs.Usage = cli.Usage(fs, stderr, synopsis, "")
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		return usageError{errors.New("expected exactly one TARGET, like 3000 or http://localhost:3000 (see --help)")}
+	}
+	target, err := parseTarget(fs.Arg(0))
+	if err != nil {
+		return usageError{err}
+	}
+	if _, err := client.ControlURL(*proxyURL); err != nil {
+		return usageError{err}
+	}
+	log, err := cli.Logger(stderr, *logLevel)
+	if err != nil {
+		return usageError{err}
+	}
+	var tlsConfig *tls.Config
+	if *caFile != "" {
+		tlsConfig, err = loadCA(*caFile)
+		if err != nil {
+			return err
+		}
+	}
+	path := *keyFile
+	if path == "" {
+		if path, err = client.DefaultKeyPath(); err != nil {
+			return err
+		}
+	}
+	key, err := client.LoadOrCreateKey(path)
+	if err != nil {
+		return err
+	}
+	log.Info("forwarding", "target", target.String(), "proxy", *proxyURL, "key", path)
+	c := &client.Client{
+		Proxy:      *proxyURL,
+		Key:        key,
+		Target:     target,
+		HostHeader: *hostHeader,
+		Token:      *token,
+		TLSConfig:  tlsConfig,
+		Logger:     log,
+		OnRegister: func(u string) { fmt.Fprintln(stdout, u) },
+	}
+	return c.Run(ctx)
+}
+
+// parseTarget accepts a port, a host:port or a URL.
+func parseTarget(s string) (*url.URL, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 1 || n > 65535 {
+			return nil, fmt.Errorf("invalid TARGET port %d", n)
+		}
+		return &url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", s)}, nil
+	}
+	if !strings.Contains(s, "://") {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return nil, fmt.Errorf("invalid TARGET %q: want a port, host:port or http:// URL", s)
+		}
+		return &url.URL{Scheme: "http", Host: s}, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("invalid TARGET %q: want a port, host:port or http:// URL", s)
+	}
+	return u, nil
+}
+
+func loadCA(path string) (*tls.Config, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CA file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", path)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}

@@ -1,0 +1,178 @@
+// Command proxy runs a keyhole proxy: it gives each connected client a
+// public hostname and forwards that hostname's HTTP and WebSocket traffic
+// to it. Run "proxy --help" for the flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/keyhole-tunnel/keyhole/internal/cli"
+	"github.com/keyhole-tunnel/keyhole/limiter"
+	"github.com/keyhole-tunnel/keyhole/proxy"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.As(err, new(usageError)):
+		fmt.Fprintln(os.Stderr, "proxy:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "proxy:", err)
+		os.Exit(1)
+	}
+}
+
+// usageError is a problem with the command line or environment: exit 2.
+type usageError struct{ error }
+
+// prefixList is a flag of comma-separated CIDRs or addresses.
+type prefixList []netip.Prefix
+
+func (l *prefixList) String() string {
+	s := make([]string, len(*l))
+	for i, p := range *l {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *prefixList) Set(v string) error {
+	*l = nil
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !strings.Contains(f, "/") {
+			a, err := netip.ParseAddr(f)
+			if err != nil {
+				return fmt.Errorf("%q is not an IP address or CIDR", f)
+			}
+			*l = append(*l, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return fmt.Errorf("%q is not an IP address or CIDR", f)
+		}
+		*l = append(*l, p.Masked())
+	}
+	return nil
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", ":8080", "public `address` for HTTP and for client connections")
+	domain := fs.String("domain", "localhost", "apex `domain`; tunnels are served at <hostname>.<domain>")
+	publicURL := fs.String("public-url", "", "base `URL` the public uses to reach the apex, when it differs from\nwhat --listen implies (behind a load balancer or on port 443),\ne.g. https://tunnel.example.com")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for a client's answer before answering 504")
+	maxBody := limiter.Size(500 * 1000)
+	fs.Var(&maxBody, "max-body", "largest request body, response body and WebSocket message,\nlike 500KB or 2MiB (KB = 1000 bytes, KiB = 1024)")
+	rate := fs.Float64("rate", 0, "requests and WebSocket messages per second allowed on each client connection\n(0 = no limit); over it, the public gets 429 with Retry-After")
+	burst := fs.Int("burst", 0, "burst allowed above --rate (default twice the rate)")
+	ping := fs.Duration("ping", 10*time.Second, "ping interval on idle client connections; a client silent for\ntwice this long is dropped")
+	var trusted prefixList
+	fs.Var(&trusted, "trusted-proxies", "comma-separated `CIDRs` of load balancers whose X-Forwarded-* headers\nare believed (default none)")
+	token := fs.String("token", "", "registration `token` every client must present (default none)")
+	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	fs.Usage = cli.Usage(fs, stderr, "Usage: proxy [flags]\n\nRuns a keyhole proxy. Clients connect to ws://<listen>"+proxy.ControlPath+";\nthe public reaches each client at <hostname>.<domain>.", "")
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))}
+	}
+	log, err := cli.Logger(stderr, *logLevel)
+	if err != nil {
+		return usageError{err}
+	}
+	if *publicURL == "" {
+		*publicURL, err = defaultPublicURL(*listen, *domain)
+		if err != nil {
+			return usageError{err}
+		}
+	}
+	p, err := proxy.New(ctx, proxy.Config{
+		Domain:            *domain,
+		PublicURL:         *publicURL,
+		Timeout:           *timeout,
+		MaxBody:           maxBody,
+		Rate:              *rate,
+		Burst:             *burst,
+		Ping:              *ping,
+		TrustedProxies:    trusted,
+		RegistrationToken: *token,
+		Logger:            log,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    proxy.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	log.Info("proxy listening", "addr", ln.Addr().String(), "tunnels", strings.Replace(*publicURL, "://", "://<hostname>.", 1))
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		p.Shutdown(context.Background())
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining clients and in-flight requests", "grace", *timeout)
+	sctx, cancel := context.WithTimeout(context.Background(), *timeout+5*time.Second)
+	defer cancel()
+	shutdownErr := make(chan error, 1)
+	go func() { shutdownErr <- srv.Shutdown(sctx) }()
+	err = p.Shutdown(sctx)
+	if e := <-shutdownErr; err == nil {
+		err = e
+	}
+	<-serveErr
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// defaultPublicURL derives the public base URL from the listen address.
+func defaultPublicURL(listen, domain string) (string, error) {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("invalid --listen %q: want host:port or :port", listen)
+	}
+	if port == "80" {
+		return "http://" + domain, nil
+	}
+	return "http://" + net.JoinHostPort(domain, port), nil
+}
