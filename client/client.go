@@ -127,15 +127,15 @@ func (c *Client) Run(ctx context.Context) error {
 
 // runner holds what every session of one Run shares.
 type runner struct {
-	c         *Client
-	log       *slog.Logger
+	c          *Client
+	log        *slog.Logger
 	controlURL string
-	dialHTTP  *http.Client // for the proxy connection
-	transport http.RoundTripper
-	target    *url.URL
-	server    *http.Server // in-process handler mode
-	listener  *pipeListener
-	serveDone chan struct{}
+	dialHTTP   *http.Client // for the proxy connection
+	transport  http.RoundTripper
+	target     *url.URL
+	server     *http.Server // in-process handler mode
+	listener   *pipeListener
+	serveDone  chan struct{}
 }
 
 func (c *Client) newRunner() (*runner, error) {

@@ -3,10 +3,10 @@ package client
 import (
 	"bytes"
 	"context"
-	"io"
 	"errors"
+	"io"
 	"net/http"
-		"net/url"
+	"net/url"
 	"strings"
 	"time"
 

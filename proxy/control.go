@@ -54,7 +54,7 @@ type clientConn struct {
 	closeCode   websocket.StatusCode
 	closeReason string
 
-	mu      sync.Mutex
+	mu         sync.Mutex
 	pending    map[messages.ID]*exchange
 	gone       bool      // replaced or closing: deliver nothing more
 	replacedAt time.Time // when a newer connection took over
