@@ -3,6 +3,7 @@ package messages
 import (
 	"errors"
 	"net/textproto"
+	"slices"
 	"strings"
 )
 
@@ -74,14 +75,25 @@ var hopByHop = []string{
 // that its Connection header names. Both the proxy and the client apply it,
 // on each leg.
 func RemoveHopByHop(h Header) {
-	for _, v := range h["Connection"] {
-		for _, name := range strings.Split(v, ",") {
-			if name = textproto.TrimString(name); name != "" {
-				delete(h, textproto.CanonicalMIMEHeaderKey(name))
+	// A header decoded from the wire keeps the peer's spelling of each
+	// name, so names are compared in canonical form: "connection" and
+	// "transfer-encoding" are hop-by-hop too.
+	var named []string
+	for k, vs := range h {
+		if textproto.CanonicalMIMEHeaderKey(k) != "Connection" {
+			continue
+		}
+		for _, v := range vs {
+			for name := range strings.SplitSeq(v, ",") {
+				if name = textproto.TrimString(name); name != "" {
+					named = append(named, textproto.CanonicalMIMEHeaderKey(name))
+				}
 			}
 		}
 	}
-	for _, k := range hopByHop {
-		delete(h, k)
+	for k := range h {
+		if ck := textproto.CanonicalMIMEHeaderKey(k); slices.Contains(hopByHop, ck) || slices.Contains(named, ck) {
+			delete(h, k)
+		}
 	}
 }
