@@ -665,3 +665,50 @@ func TestWireExamples(t *testing.T) {
 		})
 	}
 }
+
+func TestRemoveHopByHop(t *testing.T) {
+	tests := []struct {
+		name    string
+		in, out messages.Header
+	}{
+		{"nil", nil, nil},
+		{"end-to-end kept",
+			messages.Header{"Content-Type": {"text/plain"}, "Set-Cookie": {"a=1", "b=2"}},
+			messages.Header{"Content-Type": {"text/plain"}, "Set-Cookie": {"a=1", "b=2"}}},
+		{"hop-by-hop removed",
+			messages.Header{
+				"Connection": {"keep-alive"}, "Proxy-Connection": {"x"}, "Keep-Alive": {"timeout=5"},
+				"Proxy-Authenticate": {"x"}, "Proxy-Authorization": {"x"}, "Te": {"trailers"},
+				"Trailer": {"X"}, "Transfer-Encoding": {"chunked"}, "Upgrade": {"h2c"},
+				"Accept": {"*/*"},
+			},
+			messages.Header{"Accept": {"*/*"}}},
+		{"named by Connection",
+			messages.Header{"Connection": {"X-Hop, x-other", " X-Third "}, "X-Hop": {"1"}, "X-Other": {"2"}, "X-Third": {"3"}, "X-Keep": {"4"}},
+			messages.Header{"X-Keep": {"4"}}},
+		// A peer's header keeps the peer's spelling of each name.
+		{"any case",
+			messages.Header{"connection": {"x-hop"}, "x-HOP": {"1"}, "transfer-encoding": {"chunked"}, "UPGRADE": {"websocket"}, "accept": {"*/*"}},
+			messages.Header{"accept": {"*/*"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			messages.RemoveHopByHop(tc.in)
+			if len(tc.in) != len(tc.out) || (len(tc.out) > 0 && !reflect.DeepEqual(tc.in, tc.out)) {
+				t.Fatalf("got %v, want %v", tc.in, tc.out)
+			}
+		})
+	}
+}
+
+func TestAppendEnvelope(t *testing.T) {
+	for _, s := range samples() {
+		want := messages.Encode(&messages.Envelope{ReplyTo: "proxy-1", Conn: "conn-2", Frame: messages.Encode(s.msg)})
+		if got := messages.AppendEnvelope([]byte("p"), "proxy-1", "conn-2", s.msg); !bytes.Equal(got, append([]byte("p"), want...)) {
+			t.Errorf("%s: AppendEnvelope:\n% x\nwant\n% x", s.name, got, want)
+		}
+		if got := messages.AppendEnvelopeFrame(nil, "proxy-1", "conn-2", messages.Encode(s.msg)); !bytes.Equal(got, want) {
+			t.Errorf("%s: AppendEnvelopeFrame:\n% x\nwant\n% x", s.name, got, want)
+		}
+	}
+}
