@@ -125,7 +125,9 @@ func (c *clientConn) sweep(now time.Time) {
 // readLoop reads the client's frames until the connection ends.
 func (c *clientConn) readLoop() {
 	for {
-		typ, data, err := c.ws.Read(c.p.ctx)
+		// The writer ends the connection (ws.Close unblocks this read), so
+		// reads need no context of their own.
+		typ, data, err := c.ws.Read(context.Background())
 		if err != nil {
 			if s := websocket.CloseStatus(err); s != -1 {
 				c.requestClose(s, "")

@@ -80,16 +80,15 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		publicError(w, http.StatusForbidden)
 		return
 	}
-	if p.isDraining() {
+	if !p.track() {
 		publicError(w, http.StatusServiceUnavailable)
 		return
 	}
+	defer p.wg.Done()
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		return // Accept wrote the HTTP error
 	}
-	p.wg.Add(1)
-	defer p.wg.Done()
 	ws.SetReadLimit(registrationReadLimit)
 	label, reg, ok := p.register(r.Context(), ws)
 	if !ok {

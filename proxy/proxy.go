@@ -179,16 +179,16 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for _, c := range conns {
 		c.goAway()
 	}
-	// Wait for in-flight exchanges on this instance to end.
+	// Let in-flight exchanges finish, until ctx ends.
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
+wait:
 	for p.pendingCount() > 0 {
 		select {
 		case <-ctx.Done():
+			break wait
 		case <-tick.C:
-			continue
 		}
-		break
 	}
 	p.cancel()
 	p.wg.Wait()
@@ -207,6 +207,19 @@ func (p *Proxy) pendingCount() int {
 		n += h.conn.pendingCount()
 	}
 	return n
+}
+
+// track counts a long-lived connection (a client, or a public WebSocket)
+// that Shutdown must wait for. It refuses once draining has begun, so that
+// no connection starts after Shutdown began waiting.
+func (p *Proxy) track() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.draining {
+		return false
+	}
+	p.wg.Add(1)
+	return true
 }
 
 func (p *Proxy) isDraining() bool {

@@ -142,13 +142,17 @@ func (p *Proxy) serveWebSocket(w http.ResponseWriter, r *http.Request, label str
 	if resp.Subprotocol != "" {
 		opts.Subprotocols = []string{resp.Subprotocol}
 	}
+	if !p.track() {
+		p.sendStream(label, holder, &messages.WSTeardown{ID: req.ID, Code: uint16(websocket.StatusGoingAway), Reason: "proxy shutting down"})
+		publicError(w, http.StatusServiceUnavailable)
+		return
+	}
+	defer p.wg.Done()
 	conn, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		p.sendStream(label, holder, &messages.WSTeardown{ID: req.ID, Code: uint16(websocket.StatusInternalError), Reason: "public upgrade failed"})
 		return
 	}
-	p.wg.Add(1)
-	defer p.wg.Done()
 	p.pumpStream(conn, st, label, holder, req.ID)
 }
 
