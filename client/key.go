@@ -47,32 +47,40 @@ func LoadOrCreateKey(path string) (crypto.Signer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create key directory: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".client-*.jwk")
-	if err != nil {
-		return nil, fmt.Errorf("write key: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err == nil {
-		_, err = tmp.Write(append(out, '\n'))
-		if err == nil {
-			err = tmp.Sync()
-		}
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			// Link, not rename: if another process created the key in the
-			// meantime, keep theirs.
-			err = os.Link(tmp.Name(), path)
-		}
-	}
+	err = writeNew(path, append(out, '\n'))
 	if errors.Is(err, fs.ErrExist) {
+		// Another process created the key in the meantime: use theirs.
 		return LoadOrCreateKey(path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("write key: %w", err)
 	}
 	return priv, nil
+}
+
+// writeNew creates path with data and mode 0600, failing with fs.ErrExist
+// if it already exists. The data goes to a temporary file first and is
+// linked into place, so nobody ever reads a half-written file.
+func writeNew(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".client-*.jwk")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(0o600)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Link(tmp.Name(), path)
 }
 
 func parseKey(path string, b []byte) (crypto.Signer, error) {

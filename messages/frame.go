@@ -261,19 +261,6 @@ func (d *decoder) id() (id ID) {
 	return id
 }
 
-func (d *decoder) bool() bool {
-	switch d.u8() {
-	case 0:
-		return false
-	case 1:
-		return true
-	}
-	if d.err == nil {
-		d.err = ErrMalformed
-	}
-	return false
-}
-
 // header decodes a header block. Each pair needs at least 8 bytes, which
 // bounds the count before the map is allocated.
 func (d *decoder) header() Header {

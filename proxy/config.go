@@ -99,7 +99,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("public URL %q must name the domain %q", c.PublicURL, c.Domain)
 	}
 	if (c.Bus == nil) != (c.Registry == nil) {
-		return c, errors.New("Bus and Registry must be set together")
+		return c, errors.New("bus and registry must be set together")
 	}
 	if c.Timeout == 0 {
 		c.Timeout = defaultTimeout
