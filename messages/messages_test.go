@@ -5,8 +5,11 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"os"
 	"reflect"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -612,14 +615,22 @@ func TestValidateHeader(t *testing.T) {
 	}
 }
 
-// The worked examples in docs/PROTOCOL.md, byte for byte.
-func TestWireExamples(t *testing.T) {
-	tests := []struct {
+// wireExamples are the frames in section 13 of docs/PROTOCOL.md.
+func wireExamples() []struct {
+	name string
+	msg  messages.Message
+	hex  string
+} {
+	return []struct {
 		name string
 		msg  messages.Message
 		hex  string
 	}{
 		{"Ping", &messages.Ping{}, "0130"},
+		{"Challenge", &messages.Challenge{Nonce: "q0lA9zXcVw2gXKQ3PHrKsQ", Domain: "tunnel.example"},
+			"01 01" +
+				" 00000016 71306c41397a586356773267584b51335048724b7351" +
+				" 0000000e 74756e6e656c2e6578616d706c65"},
 		{"Error", &messages.Error{ID: testID, Code: messages.CodeCanceled, Reason: "gone"},
 			"01 31" +
 				" 000102030405060708090a0b0c0d0e0f" +
@@ -649,7 +660,11 @@ func TestWireExamples(t *testing.T) {
 				" 00000006 436f6f6b6965 00000003 623d32" +
 				" 00000000"},
 	}
-	for _, tc := range tests {
+}
+
+// The worked examples in docs/PROTOCOL.md, byte for byte.
+func TestWireExamples(t *testing.T) {
+	for _, tc := range wireExamples() {
 		t.Run(tc.name, func(t *testing.T) {
 			want, err := hex.DecodeString(strings.ReplaceAll(tc.hex, " ", ""))
 			if err != nil {
@@ -709,6 +724,78 @@ func TestAppendEnvelope(t *testing.T) {
 		}
 		if got := messages.AppendEnvelopeFrame(nil, "proxy-1", "conn-2", messages.Encode(s.msg)); !bytes.Equal(got, want) {
 			t.Errorf("%s: AppendEnvelopeFrame:\n% x\nwant\n% x", s.name, got, want)
+		}
+	}
+}
+
+// docSection returns section n of docs/PROTOCOL.md, from its "## n." heading
+// to the next heading of that level.
+func docSection(t *testing.T, n int) string {
+	t.Helper()
+	doc, err := os.ReadFile("../docs/PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "\n## "+strconv.Itoa(n)+". ")
+	if !ok {
+		t.Fatalf("docs/PROTOCOL.md has no section %d", n)
+	}
+	sec, _, _ := strings.Cut(rest, "\n## ")
+	return sec
+}
+
+// codeAfter returns the indented code block that follows marker in s.
+func codeAfter(t *testing.T, s, marker string) []string {
+	t.Helper()
+	i := strings.Index(s, marker)
+	if i < 0 {
+		t.Fatalf("%q not found", marker)
+	}
+	var code []string
+	for _, line := range strings.Split(s[i:], "\n")[1:] {
+		if strings.HasPrefix(line, "    ") {
+			code = append(code, strings.TrimSpace(line))
+		} else if len(code) > 0 {
+			break
+		}
+	}
+	return code
+}
+
+// The hex in the protocol document is the hex the tests check: in each
+// line of a frame example, what comes before a run of two spaces is hex.
+func TestProtocolDocFrames(t *testing.T) {
+	sec := docSection(t, 13)
+	comment := regexp.MustCompile(`\s{2,}`)
+	for _, tc := range wireExamples() {
+		var hexs strings.Builder
+		for _, line := range codeAfter(t, sec, "**"+tc.name+"**") {
+			hexs.WriteString(strings.ReplaceAll(comment.Split(line, 2)[0], " ", ""))
+		}
+		if got, want := hexs.String(), strings.ReplaceAll(tc.hex, " ", ""); got != want {
+			t.Errorf("%s: docs/PROTOCOL.md has\n%s\nwant\n%s", tc.name, got, want)
+		}
+	}
+}
+
+func TestProtocolDocRegistration(t *testing.T) {
+	sec := docSection(t, 5)
+	jws := strings.Join(codeAfter(t, sec, "JWS (one line, split here at the dots):"), "")
+	reg, err := messages.VerifyRegistration(jws, messages.Challenge{Nonce: "q0lA9zXcVw2gXKQ3PHrKsQ", Domain: "tunnel.example"})
+	if err != nil {
+		t.Fatalf("the document's JWS: %v", err)
+	}
+	if reg.Claims.Token != "s3cret" {
+		t.Errorf("token %q", reg.Claims.Token)
+	}
+	for _, want := range []string{
+		"| label | `" + reg.Label + "` |",
+		"| hostname, domain `tunnel.example` | `" + reg.Label + ".tunnel.example` |",
+		"| thumbprint (hex) | `" + hex.EncodeToString(reg.Thumbprint) + "` |",
+		"The proxy registers it as `" + reg.Label + ".tunnel.example`.",
+	} {
+		if !strings.Contains(sec, want) {
+			t.Errorf("docs/PROTOCOL.md lacks %q", want)
 		}
 	}
 }
