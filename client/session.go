@@ -135,7 +135,7 @@ func (s *session) connect() error {
 func (s *session) read(ctx context.Context, want messages.Type) (messages.Message, error) {
 	_, data, err := s.ws.Read(ctx)
 	if err != nil {
-		return nil, closeError(err)
+		return nil, closeError(err, true)
 	}
 	m, err := messages.Decode(data)
 	if err != nil {
@@ -147,8 +147,10 @@ func (s *session) read(ctx context.Context, want messages.Type) (messages.Messag
 	return m, nil
 }
 
-// closeError classifies the error that ended a connection.
-func closeError(err error) error {
+// closeError classifies the error that ended a connection. A policy
+// violation during registration is a refusal, final; after registration it
+// ends only this connection.
+func closeError(err error, registering bool) error {
 	var ce websocket.CloseError
 	if errors.As(err, &ce) {
 		switch ce.Code {
@@ -156,7 +158,9 @@ func closeError(err error) error {
 			if ce.Reason == "" {
 				ce.Reason = "policy violation"
 			}
-			return &RefusedError{Reason: ce.Reason}
+			if registering {
+				return &RefusedError{Reason: ce.Reason}
+			}
 		case statusReplaced:
 			return ErrReplaced
 		}
@@ -227,7 +231,7 @@ func (s *session) readLoop(moved chan<- struct{}) error {
 			if s.ctx.Err() != nil {
 				return nil
 			}
-			return closeError(err)
+			return closeError(err, false)
 		}
 		s.lastRead.Store(time.Now().UnixNano())
 		m, err := messages.Decode(data)
