@@ -497,7 +497,7 @@ func TestVerifyRegistrationRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	single, err := jose.ParseSigned(good, []jose.SignatureAlgorithm{jose.EdDSA})
+	single, err := jose.ParseSignedCompact(good, []jose.SignatureAlgorithm{jose.EdDSA})
 	if err != nil {
 		t.Fatal(err)
 	}
