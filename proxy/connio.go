@@ -108,11 +108,14 @@ func (c *clientConn) sweep(now time.Time) {
 	c.mu.Lock()
 	for id, ex := range c.pending {
 		switch {
-		case ex.stream && ex.open:
-		case ex.ended && now.Sub(ex.deadline) > c.p.cfg.Timeout:
-			delete(c.pending, id)
-		case !ex.ended && now.After(ex.deadline):
-			ex.ended = true
+		case ex.ended:
+			if now.Sub(ex.deadline) > c.p.cfg.Timeout {
+				delete(c.pending, id)
+			}
+		case ex.open:
+			// A live stream has no deadline.
+		case now.After(ex.deadline):
+			ex.end()
 			expired = append(expired, id)
 		}
 	}
@@ -188,10 +191,8 @@ func (c *clientConn) handle(data []byte) bool {
 		return false
 	}
 	if ex.ended {
-		// A late answer to an exchange the public side gave up on.
-		if t != messages.TypeWSMessage {
-			delete(c.pending, id)
-		}
+		// A late frame for an exchange or stream that already ended on
+		// the proxy's side: drop it quietly.
 		c.mu.Unlock()
 		return true
 	}

@@ -364,7 +364,7 @@ func (c *clientConn) fromBus(replyTo string, t messages.Type, frame []byte) {
 			return
 		}
 		if t == messages.TypeWSTeardown {
-			delete(c.pending, id)
+			ex.end()
 		}
 		c.mu.Unlock()
 		if t == messages.TypeWSMessage {
@@ -386,11 +386,7 @@ func (c *clientConn) fromBus(replyTo string, t messages.Type, frame []byte) {
 			c.mu.Unlock()
 			return
 		}
-		if ex.stream {
-			delete(c.pending, id)
-		} else {
-			ex.ended = true
-		}
+		ex.end()
 		c.mu.Unlock()
 		c.enqueue(frame)
 	}
@@ -404,10 +400,22 @@ func (c *clientConn) failStream(id messages.ID, replyTo string, code websocket.S
 	c.publishTo(replyTo, messages.Encode(td))
 }
 
+// forget ends an exchange from the proxy's side. Its tombstone stays until
+// sweep removes it, so frames the client sent meanwhile are dropped quietly.
 func (c *clientConn) forget(id messages.ID) {
 	c.mu.Lock()
-	delete(c.pending, id)
+	if ex := c.pending[id]; ex != nil {
+		ex.end()
+	}
 	c.mu.Unlock()
+}
+
+// end turns an exchange into a tombstone. Caller holds c.mu.
+func (ex *exchange) end() {
+	if !ex.ended {
+		ex.ended = true
+		ex.deadline = time.Now()
+	}
 }
 
 func (c *clientConn) enqueue(frame []byte) bool {
