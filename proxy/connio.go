@@ -183,18 +183,18 @@ func (c *clientConn) handle(data []byte) bool {
 	}
 	c.mu.Lock()
 	ex := c.pending[id]
+	if ex != nil && ex.ended {
+		// A late frame for an exchange or stream that already ended on
+		// the proxy's side, sent before the client heard of it: drop it.
+		c.mu.Unlock()
+		return true
+	}
 	if ex == nil || (t == messages.TypeHTTPResponse && ex.stream) ||
 		(t == messages.TypeWSResponse && (!ex.stream || ex.open)) ||
 		((t == messages.TypeWSMessage || t == messages.TypeWSTeardown) && !ex.open) {
 		c.mu.Unlock()
 		c.violation("message for an ID this connection does not own")
 		return false
-	}
-	if ex.ended {
-		// A late frame for an exchange or stream that already ended on
-		// the proxy's side: drop it quietly.
-		c.mu.Unlock()
-		return true
 	}
 	replyTo := ex.replyTo
 	switch t {
