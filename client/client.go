@@ -142,6 +142,9 @@ func (c *Client) newRunner() (*runner, error) {
 	if c.Key == nil {
 		return nil, errors.New("client: Key is required")
 	}
+	if err := checkKey(c.Key); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
 	if (c.Target == nil) == (c.Handler == nil) {
 		return nil, errors.New("client: set exactly one of Target and Handler")
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -88,11 +89,24 @@ func parseKey(path string, b []byte) (crypto.Signer, error) {
 	if err := jwk.UnmarshalJSON(b); err != nil {
 		return nil, fmt.Errorf("key file %s is not a JWK: %w", path, err)
 	}
-	switch k := jwk.Key.(type) {
-	case ed25519.PrivateKey:
-		return k, nil
-	case *ecdsa.PrivateKey:
-		return k, nil
+	k, ok := jwk.Key.(crypto.Signer)
+	if !ok || checkKey(k) != nil {
+		return nil, fmt.Errorf("key file %s must hold an Ed25519 or P-256 private key", path)
 	}
-	return nil, fmt.Errorf("key file %s must hold an Ed25519 or P-256 private key", path)
+	return k, nil
+}
+
+// checkKey reports whether k can sign a registration: the proxy accepts
+// only Ed25519 and P-256 keys.
+func checkKey(k crypto.Signer) error {
+	switch k := k.(type) {
+	case ed25519.PrivateKey:
+		return nil
+	case *ecdsa.PrivateKey:
+		if k.Curve == elliptic.P256() {
+			return nil
+		}
+		return fmt.Errorf("ECDSA key on %s: only P-256 is accepted", k.Curve.Params().Name)
+	}
+	return fmt.Errorf("key must be an Ed25519 or P-256 private key, not %T", k)
 }
