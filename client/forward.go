@@ -106,11 +106,10 @@ func joinURL(base *url.URL, uri string) (*url.URL, error) {
 	}
 	u := *base
 	u.Path = strings.TrimSuffix(base.Path, "/") + ref.Path
-	if ref.RawPath != "" {
-		u.RawPath = strings.TrimSuffix(base.EscapedPath(), "/") + ref.RawPath
-	} else {
-		u.RawPath = ""
-	}
+	// Join the escaped forms too, so that an escape in either part (%2F in
+	// the target's prefix or in the request) survives. url.URL ignores
+	// RawPath when it is not a valid encoding of Path.
+	u.RawPath = strings.TrimSuffix(base.EscapedPath(), "/") + ref.EscapedPath()
 	u.RawQuery = ref.RawQuery
 	return &u, nil
 }
