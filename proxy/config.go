@@ -52,12 +52,14 @@ type Config struct {
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
 
+	// StreamWriteTimeout bounds one write to a public WebSocket: a visitor
+	// that accepts nothing for this long fails its own stream (close 1008),
+	// and the client's other streams are unaffected. Default 10s.
+	StreamWriteTimeout time.Duration
+
 	// challengeTTL is how long a registration challenge stays valid.
 	// Default 60s; tests shorten it.
 	challengeTTL time.Duration
-	// streamWriteTimeout bounds one write to a public WebSocket; a visitor
-	// that reads nothing for this long fails its stream. Default 10s.
-	streamWriteTimeout time.Duration
 }
 
 // MaxHeaderBytes is the header size limit the proxy's public listener
@@ -110,8 +112,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Ping == 0 {
 		c.Ping = defaultPing
 	}
-	if c.Timeout < 0 || c.MaxBody < 0 || c.Ping < 0 || c.Rate < 0 || c.Burst < 0 {
-		return c, errors.New("timeout, max body, ping, rate and burst must not be negative")
+	if c.Timeout < 0 || c.MaxBody < 0 || c.Ping < 0 || c.Rate < 0 || c.Burst < 0 || c.StreamWriteTimeout < 0 {
+		return c, errors.New("timeout, max body, ping, rate, burst and stream write timeout must not be negative")
 	}
 	if c.MaxBody > 1<<30 {
 		return c, errors.New("max body must be at most 1GiB")
@@ -122,8 +124,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.streamWriteTimeout == 0 {
-		c.streamWriteTimeout = writeTimeout
+	if c.StreamWriteTimeout == 0 {
+		c.StreamWriteTimeout = writeTimeout
 	}
 	if c.challengeTTL == 0 {
 		c.challengeTTL = 60 * time.Second

@@ -246,7 +246,7 @@ func (p *Proxy) pumpStream(conn *websocket.Conn, st *wsStream, label, holder str
 				if m.Opcode == messages.OpText {
 					typ = websocket.MessageText
 				}
-				wctx, wcancel := context.WithTimeout(ctx, p.cfg.streamWriteTimeout)
+				wctx, wcancel := context.WithTimeout(ctx, p.cfg.StreamWriteTimeout)
 				err := conn.Write(wctx, typ, m.Data)
 				wcancel()
 				if err != nil {
