@@ -432,13 +432,13 @@ func testRegistryClaim(t *testing.T, _ bus.Bus, r bus.Registry) {
 		{"b claims: newest wins", func() error { return r.Claim(ctx, name, "b", ttl) }, "b"},
 		{"a refreshes: not the holder", func() error {
 			if refresh(t, ctx, r, name, "a", ttl) {
-				return errors.New("Refresh by a non-holder reported true")
+				return errors.New("refresh by a non-holder reported true")
 			}
 			return nil
 		}, "b"},
 		{"b refreshes", func() error {
 			if !refresh(t, ctx, r, name, "b", ttl) {
-				return errors.New("Refresh by the holder reported false")
+				return errors.New("refresh by the holder reported false")
 			}
 			return nil
 		}, "b"},
@@ -446,7 +446,7 @@ func testRegistryClaim(t *testing.T, _ bus.Bus, r bus.Registry) {
 		{"b releases", func() error { return r.Release(ctx, name, "b") }, ""},
 		{"b refreshes after release", func() error {
 			if refresh(t, ctx, r, name, "b", ttl) {
-				return errors.New("Refresh after Release reported true")
+				return errors.New("refresh after release reported true")
 			}
 			return nil
 		}, ""},
