@@ -315,14 +315,11 @@ func (p *Proxy) onHostMessage(label string, payload []byte) {
 	c.fromBus(env.ReplyTo, t, env.Frame)
 }
 
-// replyError publishes an Error for id to the instance that asked.
+// replyError sends an Error for id to the instance that asked. It never
+// blocks: it may run on the bus's delivery goroutine.
 func (p *Proxy) replyError(replyTo, conn string, id messages.ID, code messages.ErrorCode, retryAfter uint32) {
 	payload := messages.AppendEnvelope(nil, p.instance, conn, &messages.Error{ID: id, Code: code, RetryAfter: retryAfter})
-	ctx, cancel := context.WithTimeout(p.ctx, writeTimeout)
-	defer cancel()
-	if _, err := p.bus.Publish(ctx, bus.InstanceTopic(replyTo), payload); err != nil {
-		p.log.Warn("publish error reply", "err", err)
-	}
+	p.post(bus.InstanceTopic(replyTo), payload)
 }
 
 // fromBus takes a frame from a public exchange to this client. It runs on
@@ -397,7 +394,7 @@ func (c *clientConn) failStream(id messages.ID, replyTo string, code websocket.S
 	c.forget(id)
 	td := &messages.WSTeardown{ID: id, Code: uint16(code), Reason: reason}
 	c.enqueue(messages.Encode(td))
-	c.publishTo(replyTo, messages.Encode(td))
+	c.p.post(bus.InstanceTopic(replyTo), messages.AppendEnvelope(nil, c.p.instance, c.holder, td))
 }
 
 // forget ends an exchange from the proxy's side. Its tombstone stays until

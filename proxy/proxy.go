@@ -40,6 +40,12 @@ type Proxy struct {
 	// bus, the registry and p.hosts.
 	regMu sync.Mutex
 
+	// outbox carries publishes that must not block their caller, such as
+	// error replies sent from a bus handler.
+	outbox     chan outMsg
+	outboxStop chan struct{}
+	outboxDone chan struct{}
+
 	mu       sync.Mutex
 	waiters  map[messages.ID]waiter // exchanges this instance started
 	hosts    map[string]*hostEntry  // hostnames whose client this instance holds
@@ -73,9 +79,15 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 		p.bus, p.reg, p.ownsBus = m, m, true
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.outbox = make(chan outMsg, outboxSize)
+	p.outboxStop = make(chan struct{})
+	p.outboxDone = make(chan struct{})
+	go p.runOutbox()
 	p.replies, err = p.bus.Subscribe(ctx, bus.InstanceTopic(p.instance), p.onReply)
 	if err != nil {
 		p.cancel()
+		close(p.outboxStop)
+		<-p.outboxDone
 		return nil, fmt.Errorf("subscribe reply topic: %w", err)
 	}
 	p.log = p.log.With("instance", p.instance)
@@ -192,6 +204,9 @@ wait:
 	}
 	p.cancel()
 	p.wg.Wait()
+	// Connections closing above may have posted their last error replies.
+	close(p.outboxStop)
+	<-p.outboxDone
 	err := p.replies.Unsubscribe(context.WithoutCancel(ctx))
 	if p.ownsBus {
 		err = errors.Join(err, p.bus.Close())
@@ -226,4 +241,50 @@ func (p *Proxy) isDraining() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.draining
+}
+
+// outboxSize bounds the publishes waiting in the outbox. When it is full a
+// reply is dropped and its requester answers 504 at its timeout instead.
+const outboxSize = 4096
+
+type outMsg struct {
+	topic   string
+	payload []byte
+}
+
+// post queues a publish without blocking.
+func (p *Proxy) post(topic string, payload []byte) {
+	select {
+	case p.outbox <- outMsg{topic, payload}:
+	default:
+		p.log.Warn("outbox full; dropping a reply", "topic", topic)
+	}
+}
+
+// runOutbox publishes what post queued, until Shutdown; it drains what is
+// left before returning.
+func (p *Proxy) runOutbox() {
+	defer close(p.outboxDone)
+	send := func(m outMsg) {
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		defer cancel()
+		if _, err := p.bus.Publish(ctx, m.topic, m.payload); err != nil {
+			p.log.Warn("bus publish", "err", err)
+		}
+	}
+	for {
+		select {
+		case m := <-p.outbox:
+			send(m)
+		case <-p.outboxStop:
+			for {
+				select {
+				case m := <-p.outbox:
+					send(m)
+				default:
+					return
+				}
+			}
+		}
+	}
 }
