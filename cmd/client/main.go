@@ -30,7 +30,7 @@ func main() {
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 	case errors.As(err, new(usageError)):
-		fmt.Fprintln(os.Stderr, "client:", err)
+		fmt.Fprintf(os.Stderr, "client: %v (see client --help)\n", err)
 		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "client:", err)
@@ -47,44 +47,54 @@ port (3000), a host:port (127.0.0.1:3000) or a URL (http://localhost:3000/app).
 The public URL is printed on stdout each time the client registers; logs,
 including one line per request, go to stderr.`
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// options are the command's settings, filled in by the flags of newFlags.
+type options struct {
+	proxyURL, keyFile, hostHeader, token, caFile, logLevel string
+}
+
+func newFlags() (*flag.FlagSet, *options) {
+	o := &options{}
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	proxyURL := fs.String("proxy", "ws://localhost:8080", "the proxy's `URL`, ws:// or wss://")
-	keyFile := fs.String("key", "", "private key `file` (JWK); created on first use. The same key\nalways gets the same hostname (default keyhole/client.jwk in the\nuser's config directory)")
-	hostHeader := fs.String("host-header", "", "Host header sent to the local service: empty keeps the public\nhostname, \"rewrite\" uses TARGET's host, anything else is sent as given")
-	token := fs.String("token", "", "registration `token`, if the proxy requires one")
-	caFile := fs.String("ca", "", "PEM `file` of CA certificates to trust for a wss:// proxy, in\naddition to the system roots")
-	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
-	fs.Usage = cli.Usage(fs, stderr, synopsis, "")
+	fs.StringVar(&o.proxyURL, "proxy", "ws://localhost:8080", "the proxy's `URL`, ws:// or wss://")
+	fs.StringVar(&o.keyFile, "key", "", "private key `file` (JWK); created on first use. The same key\nalways gets the same hostname (default keyhole/client.jwk in the\nuser's config directory)")
+	fs.StringVar(&o.hostHeader, "host-header", "", "Host header sent to the local service: empty keeps the public\nhostname, \"rewrite\" uses TARGET's host, anything else is sent as given")
+	fs.StringVar(&o.token, "token", "", "registration `token`, if the proxy requires one")
+	fs.StringVar(&o.caFile, "ca", "", "PEM `file` of CA certificates to trust for a wss:// proxy, in\naddition to the system roots")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	return fs, o
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs, o := newFlags()
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			cli.PrintUsage(stdout, fs, synopsis, "")
 			return err
 		}
 		return usageError{err}
 	}
 	if fs.NArg() != 1 {
-		return usageError{errors.New("expected exactly one TARGET, like 3000 or http://localhost:3000 (see --help)")}
+		return usageError{errors.New("expected exactly one TARGET, like 3000 or http://localhost:3000")}
 	}
 	target, err := parseTarget(fs.Arg(0))
 	if err != nil {
 		return usageError{err}
 	}
-	if _, err := client.ControlURL(*proxyURL); err != nil {
-		return usageError{err}
+	if _, err := client.ControlURL(o.proxyURL); err != nil {
+		return usageError{fmt.Errorf("invalid --proxy %q: want ws://host:port or wss://host", o.proxyURL)}
 	}
-	log, err := cli.Logger(stderr, *logLevel)
+	log, err := cli.Logger(stderr, o.logLevel)
 	if err != nil {
 		return usageError{err}
 	}
 	var tlsConfig *tls.Config
-	if *caFile != "" {
-		tlsConfig, err = loadCA(*caFile)
+	if o.caFile != "" {
+		tlsConfig, err = loadCA(o.caFile)
 		if err != nil {
 			return err
 		}
 	}
-	path := *keyFile
+	path := o.keyFile
 	if path == "" {
 		if path, err = client.DefaultKeyPath(); err != nil {
 			return err
@@ -94,13 +104,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log.Info("forwarding", "target", target.String(), "proxy", *proxyURL, "key", path)
+	log.Info("forwarding", "target", target.String(), "proxy", o.proxyURL, "key", path)
 	c := &client.Client{
-		Proxy:      *proxyURL,
+		Proxy:      o.proxyURL,
 		Key:        key,
 		Target:     target,
-		HostHeader: *hostHeader,
-		Token:      *token,
+		HostHeader: o.hostHeader,
+		Token:      o.token,
 		TLSConfig:  tlsConfig,
 		Logger:     log,
 		OnRegister: func(u string) { fmt.Fprintln(stdout, u) },

@@ -31,7 +31,7 @@ func main() {
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 	case errors.As(err, new(usageError)):
-		fmt.Fprintln(os.Stderr, "proxy:", err)
+		fmt.Fprintf(os.Stderr, "proxy: %v (see proxy --help)\n", err)
 		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "proxy:", err)
@@ -41,6 +41,39 @@ func main() {
 
 // usageError is a problem with the command line or environment: exit 2.
 type usageError struct{ error }
+
+const synopsis = `Usage: proxy [flags]
+
+Runs a keyhole proxy. Clients connect to ws://<listen>` + proxy.ControlPath + `;
+the public reaches each client at <hostname>.<domain>.`
+
+// options are the command's settings, filled in by the flags of newFlags.
+type options struct {
+	listen, domain, publicURL string
+	timeout, ping             time.Duration
+	maxBody                   limiter.Size
+	rate                      float64
+	burst                     int
+	trusted                   prefixList
+	token, logLevel           string
+}
+
+func newFlags() (*flag.FlagSet, *options) {
+	o := &options{maxBody: 500 * 1000}
+	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	fs.StringVar(&o.listen, "listen", ":8080", "public `address` for HTTP and for client connections")
+	fs.StringVar(&o.domain, "domain", "localhost", "apex `domain`; tunnels are served at <hostname>.<domain>")
+	fs.StringVar(&o.publicURL, "public-url", "", "base `URL` the public uses to reach the apex, when it differs from\nwhat --listen implies (behind a load balancer or on port 443),\ne.g. https://tunnel.example.com")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for a client's answer before answering 504")
+	fs.Var(&o.maxBody, "max-body", "largest request body, response body and WebSocket message: a `size`\nlike 500KB or 2MiB (KB = 1000 bytes, KiB = 1024)")
+	fs.Float64Var(&o.rate, "rate", 0, "requests and WebSocket messages per second allowed on each client connection\n(0 = no limit); over it, the public gets 429 with Retry-After")
+	fs.IntVar(&o.burst, "burst", 0, "burst allowed above --rate (default twice the rate)")
+	fs.DurationVar(&o.ping, "ping", 10*time.Second, "ping interval on idle client connections; a client silent for\ntwice this long is dropped")
+	fs.Var(&o.trusted, "trusted-proxies", "comma-separated `CIDRs` of load balancers whose X-Forwarded-* headers\nare believed (default none)")
+	fs.StringVar(&o.token, "token", "", "registration `token` every client must present (default none)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	return fs, o
+}
 
 // prefixList is a flag of comma-separated CIDRs or addresses.
 type prefixList []netip.Prefix
@@ -78,57 +111,43 @@ func (l *prefixList) Set(v string) error {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	listen := fs.String("listen", ":8080", "public `address` for HTTP and for client connections")
-	domain := fs.String("domain", "localhost", "apex `domain`; tunnels are served at <hostname>.<domain>")
-	publicURL := fs.String("public-url", "", "base `URL` the public uses to reach the apex, when it differs from\nwhat --listen implies (behind a load balancer or on port 443),\ne.g. https://tunnel.example.com")
-	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for a client's answer before answering 504")
-	maxBody := limiter.Size(500 * 1000)
-	fs.Var(&maxBody, "max-body", "largest request body, response body and WebSocket message,\nlike 500KB or 2MiB (KB = 1000 bytes, KiB = 1024)")
-	rate := fs.Float64("rate", 0, "requests and WebSocket messages per second allowed on each client connection\n(0 = no limit); over it, the public gets 429 with Retry-After")
-	burst := fs.Int("burst", 0, "burst allowed above --rate (default twice the rate)")
-	ping := fs.Duration("ping", 10*time.Second, "ping interval on idle client connections; a client silent for\ntwice this long is dropped")
-	var trusted prefixList
-	fs.Var(&trusted, "trusted-proxies", "comma-separated `CIDRs` of load balancers whose X-Forwarded-* headers\nare believed (default none)")
-	token := fs.String("token", "", "registration `token` every client must present (default none)")
-	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
-	fs.Usage = cli.Usage(fs, stderr, "Usage: proxy [flags]\n\nRuns a keyhole proxy. Clients connect to ws://<listen>"+proxy.ControlPath+";\nthe public reaches each client at <hostname>.<domain>.", "")
+	fs, o := newFlags()
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			cli.PrintUsage(stdout, fs, synopsis, "")
 			return err
 		}
 		return usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))}
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	log, err := cli.Logger(stderr, *logLevel)
+	log, err := cli.Logger(stderr, o.logLevel)
 	if err != nil {
 		return usageError{err}
 	}
-	if *publicURL == "" {
-		*publicURL, err = defaultPublicURL(*listen, *domain)
+	if o.publicURL == "" {
+		o.publicURL, err = defaultPublicURL(o.listen, o.domain)
 		if err != nil {
 			return usageError{err}
 		}
 	}
 	p, err := proxy.New(ctx, proxy.Config{
-		Domain:            *domain,
-		PublicURL:         *publicURL,
-		Timeout:           *timeout,
-		MaxBody:           maxBody,
-		Rate:              *rate,
-		Burst:             *burst,
-		Ping:              *ping,
-		TrustedProxies:    trusted,
-		RegistrationToken: *token,
+		Domain:            o.domain,
+		PublicURL:         o.publicURL,
+		Timeout:           o.timeout,
+		MaxBody:           o.maxBody,
+		Rate:              o.rate,
+		Burst:             o.burst,
+		Ping:              o.ping,
+		TrustedProxies:    o.trusted,
+		RegistrationToken: o.token,
 		Logger:            log,
 	})
 	if err != nil {
 		return usageError{err}
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -139,7 +158,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxHeaderBytes:    proxy.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	log.Info("proxy listening", "addr", ln.Addr().String(), "tunnels", strings.Replace(*publicURL, "://", "://<hostname>.", 1))
+	log.Info("proxy listening", "addr", ln.Addr().String(), "tunnels", strings.Replace(o.publicURL, "://", "://<hostname>.", 1))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	select {
@@ -148,8 +167,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: draining clients and in-flight requests", "grace", *timeout)
-	sctx, cancel := context.WithTimeout(context.Background(), *timeout+5*time.Second)
+	log.Info("shutting down: draining clients and in-flight requests", "grace", o.timeout)
+	sctx, cancel := context.WithTimeout(context.Background(), o.timeout+5*time.Second)
 	defer cancel()
 	shutdownErr := make(chan error, 1)
 	go func() { shutdownErr <- srv.Shutdown(sctx) }()

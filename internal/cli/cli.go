@@ -1,5 +1,5 @@
 // Package cli holds what the keyhole commands share: environment
-// fallbacks for flags and logger setup.
+// fallbacks for flags, usage text and logger setup.
 package cli
 
 import (
@@ -18,7 +18,14 @@ func EnvName(name string) string {
 
 // Parse applies environment fallbacks, then the command line, to fs.
 // Flags given on the command line win over the environment.
+//
+// Parse prints nothing: fs's own output and usage are silenced. A bad flag
+// comes back as an error whose text is one line, for the caller to print
+// with a pointer to --help rather than the whole usage; -h and --help come
+// back as flag.ErrHelp, and the caller prints [PrintUsage] to stdout.
 func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if err != nil {
@@ -36,26 +43,24 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 	return fs.Parse(args)
 }
 
-// Usage returns a usage function that prints a synopsis, every flag with
-// its environment variable, and a footer.
-func Usage(fs *flag.FlagSet, w io.Writer, synopsis, footer string) func() {
-	return func() {
-		fmt.Fprintf(w, "%s\n\nFlags (each may also be set with the environment variable shown):\n", synopsis)
-		fs.VisitAll(func(f *flag.Flag) {
-			name, usage := flag.UnquoteUsage(f)
-			line := "  --" + f.Name
-			if name != "" {
-				line += " " + name
-			}
-			fmt.Fprintf(w, "%s\n    \t%s", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
-			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "[]" {
-				fmt.Fprintf(w, " (default %s)", f.DefValue)
-			}
-			fmt.Fprintf(w, "\n    \t[%s]\n", EnvName(f.Name))
-		})
-		if footer != "" {
-			fmt.Fprintf(w, "\n%s\n", footer)
+// PrintUsage writes a synopsis, every flag of fs with its environment
+// variable, and a footer to w.
+func PrintUsage(w io.Writer, fs *flag.FlagSet, synopsis, footer string) {
+	fmt.Fprintf(w, "%s\n\nFlags (each may also be set with the environment variable shown):\n", synopsis)
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
 		}
+		fmt.Fprintf(w, "%s\n    \t%s", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "[]" {
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "\n    \t[%s]\n", EnvName(f.Name))
+	})
+	if footer != "" {
+		fmt.Fprintf(w, "\n%s\n", footer)
 	}
 }
 
