@@ -142,8 +142,12 @@ func (p *Proxy) removeWaiter(id messages.ID) {
 
 // ServeHTTP routes by Host: tunnel hostnames go to their client; the
 // control path on any other host accepts clients; the apex shows a landing
-// page; everything else is 404.
+// page; everything else is 404. A request over TLS whose SNI names another
+// tunnel than its Host gets 421.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p.misdirected(w, r) { // TLS: SNI and Host name different hosts; see tls.go
+		return
+	}
 	host := normalizeHost(r.Host)
 	if label, ok := p.tunnelLabel(host); ok {
 		p.serveTunnel(w, r, host, label)
