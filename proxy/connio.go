@@ -46,8 +46,12 @@ func (c *clientConn) writeLoop() {
 			continue
 		}
 		if now.Sub(time.Unix(0, c.lastRead.Load())) > 2*ping {
+			// A silent client will not answer a close handshake either,
+			// and Close would wait 5 s for it while the client's public
+			// requests and WebSockets hang: drop the connection at once.
 			c.requestClose(websocket.StatusPolicyViolation, "no message for twice the ping interval")
-			continue
+			c.ws.CloseNow()
+			return
 		}
 		if now.Sub(lastWrite) >= ping {
 			if err := c.write(messages.Encode(&messages.Ping{})); err != nil {
