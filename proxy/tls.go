@@ -283,8 +283,8 @@ type ACMEConfig struct {
 // fails before anything is asked of the CA.
 //
 // Serve HTTPS with [ACMETLSConfig], which answers TLS-ALPN-01 challenges.
-// For HTTP-01 as well, serve m.HTTPHandler on port 80 (see
-// [Proxy.RedirectHTTPS]); autocert tries TLS-ALPN-01 first.
+// For HTTP-01 as well, serve [Proxy.ACMEChallengeHandler] on port 80;
+// autocert tries TLS-ALPN-01 first.
 func (p *Proxy) ACMEManager(cfg ACMEConfig) (*autocert.Manager, error) {
 	if cfg.Cache == nil {
 		return nil, errors.New("acme: a certificate cache is required")
@@ -354,6 +354,21 @@ func (p *Proxy) RedirectHTTPS(httpsPort string) http.Handler {
 		}
 		w.Header().Set("Location", "https://"+host+requestURI(r))
 		w.WriteHeader(http.StatusPermanentRedirect)
+	})
+}
+
+// ACMEChallengeHandler returns the handler for a plain-HTTP listener on
+// port 80 when certificates come from m: it answers m's HTTP-01 challenges
+// (logging each one) and passes everything else to fallback, usually
+// [Proxy.RedirectHTTPS]. Calling it enables HTTP-01 in m, which autocert
+// tries after TLS-ALPN-01.
+func (p *Proxy) ACMEChallengeHandler(m *autocert.Manager, fallback http.Handler) http.Handler {
+	h := m.HTTPHandler(fallback)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
+			p.log.Info("acme http-01 challenge", "host", normalizeHost(r.Host), "remote", r.RemoteAddr)
+		}
+		h.ServeHTTP(w, r)
 	})
 }
 
