@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"math"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary stand in for the bench binary: the harness
+// runs its own executable with "origin" or "clients" to start helpers.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && (os.Args[1] == "origin" || os.Args[1] == "clients") {
+		ctx, stop := signalContext()
+		err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		if err != nil {
+			os.Stderr.WriteString("bench: " + err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestQuickRun runs the whole harness once in --quick mode. It proves the
+// harness works: every scenario produced a table and every figure is a
+// sane number. It asserts no speed.
+func TestQuickRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	o, err := parseOptions([]string{"--quick"}, &testWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rep, err := runHarness(ctx, o, &testWriter{t})
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	t.Logf("quick run took %v", time.Since(start).Round(time.Millisecond))
+	md := rep.markdown()
+	for _, sc := range allScenarios {
+		if !strings.Contains(md, "\n## "+scenarioTitle[sc]+"\n\n| figure |") {
+			t.Errorf("no table for %s", sc)
+		}
+	}
+	for _, s := range []string{"**command:** `go run ./bench --quick`", "**machine:**", "**load generator:**", "## Targets"} {
+		if !strings.Contains(md, s) {
+			t.Errorf("report lacks %q", s)
+		}
+	}
+	for _, f := range rep.figs {
+		// Figures compared with direct have a direct value; the rest
+		// exist only for tunnels.
+		modes := rep.modes[1:]
+		if f.vsDirect {
+			modes = rep.modes
+		}
+		for _, m := range modes {
+			if len(f.vals[m]) != o.rounds {
+				t.Errorf("%s %q: %d values for %s, want %d", f.scenario, f.name, len(f.vals[m]), m, o.rounds)
+			}
+			for round, v := range f.vals[m] {
+				if math.IsNaN(v) || math.IsInf(v, 0) || (f.checked && v <= 0) {
+					t.Errorf("%s %q, %s, round %d: %v", f.scenario, f.name, m, round+1, v)
+				}
+			}
+		}
+	}
+	for _, m := range rep.modes[1:] {
+		for _, f := range rep.figs {
+			if f.scenario == "S4" && f.name == "sample reachable" && f.get(m, 0) != 100 {
+				t.Errorf("S4, %s: %v%% of the sampled hostnames answered", m, f.get(m, 0))
+			}
+		}
+	}
+	// Every child was stopped.
+	for _, pid := range rep.pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("pid %d still exists after the run (kill 0: %v)", pid, err)
+		}
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s", md)
+	}
+}
+
+// testWriter sends the harness's progress lines to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestParseWrk(t *testing.T) {
+	out := `Running 2s test @ http://127.0.0.1:8080/small
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.23ms  456.00us  10.00ms   80.00%
+    Req/Sec    25.00k     1.00k   27.00k    70.00%
+  Latency Distribution
+     50%  412.00us
+     75%    1.40ms
+     90%    1.80ms
+     99%    3.00ms
+  100000 requests in 2.00s, 110.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:  50000.00
+Transfer/sec:     55.00MB
+`
+	r, err := parseWrk(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := loadResult{ops: 100000 - 8, errors: 8, elapsed: 2 * time.Second, p50: 412 * time.Microsecond, p99: 3 * time.Millisecond}
+	if r.ops != want.ops || r.errors != want.errors || r.elapsed != want.elapsed || r.p50 != want.p50 || r.p99 != want.p99 {
+		t.Errorf("got %+v, want %+v", *r, want)
+	}
+	if _, err := parseWrk("unable to connect to 127.0.0.1:1 Connection refused\n"); err == nil {
+		t.Error("parsed an error message")
+	}
+}
+
+func TestHistogram(t *testing.T) {
+	var h histogram
+	for i := 1; i <= 10000; i++ {
+		h.record(time.Duration(i) * time.Microsecond)
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 5000 * time.Microsecond}, {0.99, 9900 * time.Microsecond}, {1, 10000 * time.Microsecond}} {
+		got := h.quantile(c.q)
+		if math.Abs(float64(got-c.want))/float64(c.want) > 0.01 {
+			t.Errorf("quantile(%v) = %v, want %v within 1%%", c.q, got, c.want)
+		}
+	}
+	for _, v := range []uint64{0, 1, 255, 256, 257, 1 << 20, 1<<40 - 1} {
+		i := histIndex(v)
+		if i < 0 || i >= histBuckets {
+			t.Fatalf("histIndex(%d) = %d, out of range", v, i)
+		}
+		if got := histValue(i); float64(got) < float64(v)*0.99 || float64(got) > float64(v)*1.01+1 {
+			t.Errorf("histValue(histIndex(%d)) = %d", v, got)
+		}
+	}
+}

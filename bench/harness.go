@@ -1,0 +1,516 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// harness is one benchmark run: the processes it started and what it
+// measured.
+type harness struct {
+	o     options
+	log   io.Writer
+	procs *procSet
+	rep   *report
+	dir   string // temporary: binaries, keys, wrk scripts
+
+	proxyBin, clientBin, selfBin string
+	proxyHelp                    string // proxy --help, to see which flags it has
+
+	http    httpLoader
+	origin  string // 127.0.0.1:PORT
+	redis   string // redis://127.0.0.1:PORT/0, or ""
+	tunnels []*tunnel
+	keys    int // key files made so far
+}
+
+// tunnel is a long-lived proxy with one ordinary client process.
+type tunnel struct {
+	mode   string
+	busURL string // "" for the in-memory bus
+	proxy  *proc
+	addr   string // the proxy's 127.0.0.1:PORT
+	client *proc
+	host   string // Host header that reaches the client
+}
+
+// target is where one measurement sends its load.
+type target struct {
+	mode string
+	addr string
+	host string // Host header; "" for addr
+}
+
+func (h *harness) logf(format string, args ...any) {
+	fmt.Fprintf(h.log, "bench: "+format+"\n", args...)
+}
+
+// runHarness runs the whole benchmark. The report it returns is complete
+// when the error is nil, and holds what was measured so far otherwise.
+func runHarness(ctx context.Context, o options, log io.Writer) (rep *report, err error) {
+	h := &harness{o: o, log: log, procs: &procSet{}, rep: newReport(o)}
+	h.dir, err = os.MkdirTemp("", "keyhole-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(h.dir)
+	// Children first: they may still be using the directory.
+	defer func() {
+		h.procs.stopAll()
+		h.rep.pids = h.procs.pids
+	}()
+	start := time.Now()
+	if err := h.setup(ctx); err != nil {
+		return nil, err
+	}
+	for round := range o.rounds {
+		for _, sc := range []struct {
+			id  string
+			run func(context.Context, int) error
+		}{{"S1", h.s1}, {"S2", h.s2}, {"S3", h.s3}, {"S5", h.s5}, {"S4", h.s4}} {
+			if !o.scenarios[sc.id] {
+				continue
+			}
+			if err := sc.run(ctx, round); err != nil {
+				return h.rep, err
+			}
+		}
+	}
+	h.rep.fact("load average at end", loadavg())
+	h.rep.fact("wall time", time.Since(start).Round(time.Second).String())
+	h.rep.evaluateTargets()
+	return h.rep, nil
+}
+
+// setup builds the commands and starts the origin, Redis and the
+// long-lived tunnels.
+func (h *harness) setup(ctx context.Context) error {
+	r := h.rep
+	r.fact("command", "`go run ./bench"+quoteArgs(h.o.args)+"`")
+	r.fact("machine", fmt.Sprintf("%d cores (runtime.NumCPU), %s, %s/%s, %s", runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, memTotal()))
+	r.fact("load average at start", loadavg())
+
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary: %w", err)
+	}
+	h.selfBin = self
+	if h.o.proxyBin == "" || h.o.clientBin == "" {
+		h.logf("building cmd/proxy and cmd/client")
+		if h.proxyBin, h.clientBin, err = buildCommands(ctx, h.dir); err != nil {
+			return err
+		}
+	}
+	for _, b := range []struct {
+		flag, path string
+		bin        *string
+	}{{"--proxy-bin", h.o.proxyBin, &h.proxyBin}, {"--client-bin", h.o.clientBin, &h.clientBin}} {
+		if b.path != "" {
+			if *b.bin, err = filepath.Abs(b.path); err != nil {
+				return err
+			}
+			r.fact(b.flag, "`"+*b.bin+"` instead of the freshly built command")
+		}
+	}
+	help, _ := exec.CommandContext(ctx, h.proxyBin, "--help").CombinedOutput()
+	h.proxyHelp = string(help)
+
+	switch h.o.loadgen {
+	case "go":
+		h.http = goLoader{}
+	default:
+		w, err := newWrkLoader(h.dir)
+		switch {
+		case err == nil:
+			h.http = w
+		case h.o.loadgen == "wrk":
+			return fmt.Errorf("--loadgen wrk: %w", err)
+		default:
+			h.http = goLoader{}
+		}
+	}
+	r.fact("load generator", fmt.Sprintf("%s for HTTP; the Go generator for WebSockets and checks", h.http.name()))
+	r.fact("settings", fmt.Sprintf("%d round(s), %v per measured load after a %v Go warm-up; client processes at --log-level %s; proxy at its defaults (500KB max body, info logs)",
+		h.o.rounds, h.o.duration, h.o.warmup, h.o.logLevel))
+
+	if err := h.startOrigin(ctx); err != nil {
+		return err
+	}
+	h.rep.modes = []string{modeDirect, modeMemory}
+	if err := h.addTunnel(ctx, modeMemory, ""); err != nil {
+		return err
+	}
+	if err := h.setupRedis(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// setupRedis starts redis-server and a tunnel on it, when asked for and
+// possible; otherwise it notes why not.
+func (h *harness) setupRedis(ctx context.Context) error {
+	if h.o.redis == redisOff {
+		h.rep.note("Redis bus not measured: --redis=false.")
+		return nil
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if h.o.redis == redisOn {
+			return errors.New("--redis: redis-server is not on PATH")
+		}
+		h.rep.note("Redis bus not measured: redis-server is not on PATH.")
+		return nil
+	}
+	if !hasFlag(h.proxyHelp, "bus") {
+		if h.o.redis == redisOn {
+			return errors.New("--redis: cmd/proxy has no --bus flag yet")
+		}
+		h.rep.note("Redis bus not measured: cmd/proxy has no --bus flag yet (the harness passes --bus redis://127.0.0.1:PORT/0 once it does).")
+		return nil
+	}
+	if err := h.startRedis(ctx, bin); err != nil {
+		return err
+	}
+	h.rep.modes = append(h.rep.modes, modeRedis)
+	return h.addTunnel(ctx, modeRedis, h.redis)
+}
+
+func (h *harness) startOrigin(ctx context.Context) error {
+	addr := make(chan string, 1)
+	p, err := h.procs.start("origin", h.selfBin, []string{"origin", "--listen", "127.0.0.1:0"}, func(line string) {
+		if a, ok := strings.CutPrefix(line, "listening "); ok {
+			select {
+			case addr <- a:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	var a string
+	err = waitFor(ctx, 10*time.Second, "the origin", []*proc{p}, func() bool {
+		select {
+		case a = <-addr:
+			return true
+		default:
+			return false
+		}
+	})
+	if err != nil {
+		return err
+	}
+	h.origin = a
+	h.logf("origin on %s (pid %d)", a, p.pid)
+	return nil
+}
+
+func (h *harness) startRedis(ctx context.Context, bin string) error {
+	var last error
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		dir := filepath.Join(h.dir, "redis-"+strconv.Itoa(port))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		p, err := h.procs.start("redis-server", bin, []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir}, nil)
+		if err != nil {
+			return err
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if last = waitFor(ctx, 10*time.Second, "redis-server", []*proc{p}, func() bool { return redisPing(addr) }); last == nil {
+			h.redis = "redis://" + addr + "/0"
+			h.logf("redis-server on %s (pid %d)", addr, p.pid)
+			return nil
+		}
+		p.stop()
+		h.procs.forget(p)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("redis-server: %w", last)
+}
+
+// redisPing reports whether a Redis server at addr answers PING.
+func redisPing(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := io.WriteString(c, "PING\r\n"); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "+PONG")
+}
+
+// startProxy starts a proxy on a free port, retrying with another port if
+// the first was taken in the meantime.
+func (h *harness) startProxy(ctx context.Context, name, busURL string, extra ...string) (*proc, string, error) {
+	var last error
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			return nil, "", err
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		args := []string{"--listen", addr, "--domain", "localhost"}
+		if busURL != "" {
+			args = append(args, "--bus", busURL)
+		}
+		args = append(args, extra...)
+		p, err := h.procs.start(name, h.proxyBin, args, nil)
+		if err != nil {
+			return nil, "", err
+		}
+		if last = waitTCP(ctx, addr, p, 15*time.Second); last == nil {
+			return p, addr, nil
+		}
+		p.stop()
+		h.procs.forget(p)
+		if ctx.Err() != nil {
+			return nil, "", ctx.Err()
+		}
+	}
+	return nil, "", last
+}
+
+// startClient starts one ordinary client process with a fresh key and
+// waits until it has registered. It returns the Host header of its tunnel.
+func (h *harness) startClient(ctx context.Context, name, proxyAddr string) (*proc, string, error) {
+	h.keys++
+	key := filepath.Join(h.dir, fmt.Sprintf("client-%d.jwk", h.keys))
+	urls := make(chan string, 1)
+	p, err := h.procs.start(name, h.clientBin, []string{"--proxy", "ws://" + proxyAddr, "--key", key,
+		"--log-level", h.o.logLevel, "http://" + h.origin}, func(line string) {
+		if strings.Contains(line, "://") {
+			select {
+			case urls <- line:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	var host string
+	var bad error
+	err = waitFor(ctx, 20*time.Second, name+" to register", []*proc{p}, func() bool {
+		select {
+		case u := <-urls:
+			host, bad = hostOf(u)
+			return true
+		default:
+			return false
+		}
+	})
+	if err == nil {
+		err = bad
+	}
+	if err != nil {
+		p.stop()
+		h.procs.forget(p)
+		return nil, "", err
+	}
+	return p, host, nil
+}
+
+// hostOf returns the Host header for a public tunnel URL.
+func hostOf(publicURL string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(publicURL))
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("client printed %q, not a URL", publicURL)
+	}
+	return u.Host, nil
+}
+
+// addTunnel starts a long-lived proxy and client for mode.
+func (h *harness) addTunnel(ctx context.Context, mode, busURL string) error {
+	var extra []string
+	if h.o.cpuprofile != "" {
+		if hasFlag(h.proxyHelp, "cpuprofile") {
+			path, err := filepath.Abs(filepath.Join(h.o.cpuprofile, "proxy-"+mode+".pprof"))
+			if err != nil {
+				return err
+			}
+			extra = append(extra, "--cpuprofile", path)
+			h.rep.note("CPU profile of the %s proxy: %s", mode, path)
+		} else {
+			h.rep.note("--cpuprofile ignored: cmd/proxy has no --cpuprofile flag.")
+		}
+	}
+	p, addr, err := h.startProxy(ctx, "proxy ("+mode+")", busURL, extra...)
+	if err != nil {
+		return err
+	}
+	c, host, err := h.startClient(ctx, "client ("+mode+")", addr)
+	if err != nil {
+		return err
+	}
+	h.tunnels = append(h.tunnels, &tunnel{mode: mode, busURL: busURL, proxy: p, addr: addr, client: c, host: host})
+	h.logf("tunnel (%s bus): proxy on %s (pid %d), client pid %d, Host %s", mode, addr, p.pid, c.pid, host)
+	return nil
+}
+
+// targets lists direct first, then every tunnel: the interleaving order.
+func (h *harness) targets() []target {
+	ts := []target{{mode: modeDirect, addr: h.origin}}
+	for _, t := range h.tunnels {
+		ts = append(ts, target{mode: t.mode, addr: t.addr, host: t.host})
+	}
+	return ts
+}
+
+// fleet is a set of "clients" helper processes and what they reported.
+type fleet struct {
+	procs []*proc
+	mu    sync.Mutex
+	hosts []string
+	seen  map[string]bool
+	first time.Time // the first "start" line
+	last  time.Time // the newest first registration
+	errs  []string
+}
+
+// startFleet starts n in-process clients against proxyAddr, split over
+// helpers processes.
+func (h *harness) startFleet(name, proxyAddr string, n, helpers int) (*fleet, error) {
+	f := &fleet{seen: map[string]bool{}}
+	helpers = max(1, min(helpers, n))
+	for i := range helpers {
+		share := n / helpers
+		if i < n%helpers {
+			share++
+		}
+		p, err := h.procs.start(fmt.Sprintf("%s helper %d", name, i+1), h.selfBin, []string{"clients",
+			"--n", strconv.Itoa(share), "--proxy", "ws://" + proxyAddr, "--target", "http://" + h.origin,
+			"--log-level", h.o.logLevel}, f.onLine)
+		if err != nil {
+			f.stop(h.procs)
+			return nil, err
+		}
+		f.procs = append(f.procs, p)
+	}
+	return f, nil
+}
+
+func (f *fleet) onLine(line string) {
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case strings.HasPrefix(line, "start "):
+		if f.first.IsZero() {
+			f.first = now
+		}
+	case strings.HasPrefix(line, "registered "):
+		host, err := hostOf(strings.TrimPrefix(line, "registered "))
+		if err == nil && !f.seen[host] {
+			f.seen[host] = true
+			f.hosts = append(f.hosts, host)
+			f.last = now
+		}
+	case strings.HasPrefix(line, "error "):
+		if len(f.errs) < 5 {
+			f.errs = append(f.errs, line)
+		}
+	}
+}
+
+func (f *fleet) registered() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.hosts)
+}
+
+// wait waits until n clients have registered.
+func (f *fleet) wait(ctx context.Context, n int, timeout time.Duration) error {
+	err := waitFor(ctx, timeout, fmt.Sprintf("%d clients to register", n), f.procs, func() bool { return f.registered() >= n })
+	if err != nil {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		err = fmt.Errorf("%w (%d registered; helper errors: %s)", err, len(f.hosts), strings.Join(f.errs, "; "))
+	}
+	return err
+}
+
+func (f *fleet) stop(ps *procSet) {
+	var wg sync.WaitGroup
+	for _, p := range f.procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.stop()
+		}()
+	}
+	wg.Wait()
+	ps.forget(f.procs...)
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ") + " (1, 5, 15 min)"
+}
+
+func memTotal() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "memory unknown"
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			f := strings.Fields(rest)
+			if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				return fmt.Sprintf("%.1f GiB memory", float64(kb)/(1<<20))
+			}
+		}
+	}
+	return "memory unknown"
+}
+
+// quoteArgs renders args for a shell, with a leading space.
+func quoteArgs(args []string) string {
+	var b strings.Builder
+	for _, a := range args {
+		b.WriteByte(' ')
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=./:,") == "" {
+			b.WriteString(a)
+		} else {
+			b.WriteString("'" + strings.ReplaceAll(a, "'", `'\''`) + "'")
+		}
+	}
+	return b.String()
+}
+
+// hasFlag reports whether a command's --help output lists flag name.
+func hasFlag(help, name string) bool {
+	return regexp.MustCompile(`(?m)^\s*--?` + regexp.QuoteMeta(name) + `\b`).MatchString(help)
+}

@@ -1,0 +1,92 @@
+// Command bench is keyhole's benchmark harness. It measures the tunnel the
+// way a user feels it, and reports every figure next to the same origin hit
+// directly in the same run, because single figures on a small shared
+// machine are noise.
+//
+//	go run ./bench              # 3 rounds of every scenario, a few minutes
+//	go run ./bench --quick      # every scenario for about a second
+//	go run ./bench --help       # the flags
+//
+// The harness builds cmd/proxy and cmd/client into a temporary directory,
+// then starts an origin server, a proxy and a client as separate processes
+// on 127.0.0.1 (the origin and the many-client helpers are hidden
+// subcommands of this same binary: "origin" and "clients"). Load comes from
+// wrk when it is installed, else from the harness's own closed-loop Go load
+// generator; WebSocket load always comes from the Go generator.
+//
+// Scenarios, each run direct, through a tunnel on the in-memory bus, and
+// through a tunnel on the Redis bus (when redis-server is installed and the
+// proxy has a --bus flag), interleaved, for --rounds rounds:
+//
+//	S1  small GET (1 KiB): latency at concurrency 1, req/s at 64
+//	S2  400 KiB GET and POST at concurrency 16: MB/s
+//	S3  WebSocket echo, 1 KiB messages on 64 streams: messages/s, round trip
+//	S4  many idle clients on one proxy: RSS per client, registrations/s
+//	S5  load spread over many clients at concurrency 64, against S1
+//
+// The report is Markdown on stdout (and in --out): median, min and max of
+// each figure over the rounds, and the tunnel/direct ratio computed round
+// by round. Progress goes to stderr. Every child process is stopped by PID
+// when the run ends or is interrupted.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signalContext()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// run runs a hidden helper subcommand, or the benchmark.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "origin":
+			return originMain(ctx, args[1:], stdout, stderr)
+		case "clients":
+			return clientsMain(ctx, args[1:], stdout, stderr)
+		}
+	}
+	o, err := parseOptions(args, stderr)
+	if err != nil {
+		return err
+	}
+	rep, err := runHarness(ctx, o, stderr)
+	if rep == nil {
+		return err
+	}
+	// A run cut short still prints what it measured, marked as such.
+	if err != nil {
+		rep.note("The run stopped early: %v", err)
+	}
+	md := rep.markdown()
+	if _, werr := io.WriteString(stdout, md); werr != nil && err == nil {
+		err = werr
+	}
+	if o.out != "" {
+		if werr := os.WriteFile(o.out, []byte(md), 0o644); werr != nil && err == nil {
+			err = fmt.Errorf("write report: %w", werr)
+		}
+	}
+	return err
+}
+
+// signalContext ends on Ctrl-C or SIGTERM; the harness then stops its
+// children before exiting.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// options is the parsed command line.
+type options struct {
+	rounds    int
+	duration  time.Duration // of each measured load
+	warmup    time.Duration // of the Go warm-up before each measured load
+	quick     bool
+	redis     redisMode
+	loadgen   string // "auto", "wrk" or "go"
+	scenarios map[string]bool
+	s4Clients int
+	s4Sample  int
+	s5Clients int
+	logLevel  string // of the client processes
+	out       string
+
+	// cpuprofile, a hidden debug flag, is a directory for the proxies' CPU
+	// profiles when cmd/proxy has a --cpuprofile flag.
+	cpuprofile string
+	// proxyBin and clientBin, hidden debug flags, replace the freshly
+	// built commands: for comparing builds of two commits.
+	proxyBin, clientBin string
+
+	args []string // as given, for the report
+}
+
+// allScenarios in report order.
+var allScenarios = []string{"S1", "S2", "S3", "S4", "S5"}
+
+// hiddenFlags are left out of --help.
+var hiddenFlags = map[string]bool{"cpuprofile": true, "proxy-bin": true, "client-bin": true}
+
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	o := options{args: args, redis: redisAuto}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.rounds, "rounds", 3, "interleaved `rounds` of every scenario")
+	fs.DurationVar(&o.duration, "duration", 2*time.Second, "length of each measured load")
+	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "Go warm-up load before each measured load (0 = none)")
+	fs.BoolVar(&o.quick, "quick", false, "every scenario for about a second, 1 round, S4 with 50 clients\nand S5 with 10 (flags given explicitly still win)")
+	fs.Var(&o.redis, "redis", "tunnel on the Redis bus too: auto (when redis-server is on PATH),\ntrue (fail without it) or false")
+	fs.StringVar(&o.loadgen, "loadgen", "auto", "HTTP load generator: auto (wrk when installed), wrk or go")
+	only := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated `list` of scenarios to run")
+	fs.IntVar(&o.s4Clients, "s4-clients", 1000, "idle clients registered on one proxy in S4")
+	fs.IntVar(&o.s4Sample, "s4-sample", 50, "S4 hostnames checked with a request after registering (0 = all)")
+	fs.IntVar(&o.s5Clients, "s5-clients", 100, "clients the S5 load is spread over")
+	fs.StringVar(&o.logLevel, "client-log-level", "info", "--log-level of the client processes (info logs one line per request,\nas users run it)")
+	fs.StringVar(&o.out, "out", "", "also write the report to `file`")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "directory for the proxies' CPU profiles, if cmd/proxy supports --cpuprofile")
+	fs.StringVar(&o.proxyBin, "proxy-bin", "", "use this proxy binary instead of building cmd/proxy")
+	fs.StringVar(&o.clientBin, "client-bin", "", "use this client binary instead of building cmd/client")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: go run ./bench [flags]\n\nBenchmarks keyhole: origin, proxy and client as separate processes on\n127.0.0.1, the tunnel against the origin hit directly. The report (Markdown)\ngoes to stdout, progress to stderr.\n\nFlags:\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			if hiddenFlags[f.Name] {
+				return
+			}
+			name, usage := flag.UnquoteUsage(f)
+			line := "  --" + f.Name
+			if name != "" {
+				line += " " + name
+			}
+			fmt.Fprintf(stderr, "%s\n    \t%s", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
+			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
+				fmt.Fprintf(stderr, " (default %s)", f.DefValue)
+			}
+			fmt.Fprintln(stderr)
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	if o.quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quick := map[string]func(){
+			"rounds":     func() { o.rounds = 1 },
+			"duration":   func() { o.duration = time.Second },
+			"warmup":     func() { o.warmup = 200 * time.Millisecond },
+			"s4-clients": func() { o.s4Clients = 50 },
+			"s4-sample":  func() { o.s4Sample = 20 },
+			"s5-clients": func() { o.s5Clients = 10 },
+		}
+		for name, apply := range quick {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	o.scenarios = map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		s = strings.ToUpper(strings.TrimSpace(s))
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(allScenarios, s) {
+			return o, fmt.Errorf("unknown scenario %q: want some of %s", s, strings.Join(allScenarios, ","))
+		}
+		o.scenarios[s] = true
+	}
+	switch {
+	case o.rounds < 1 || o.rounds > 100:
+		return o, errors.New("--rounds must be between 1 and 100")
+	case o.duration < 100*time.Millisecond || o.duration > 10*time.Minute:
+		return o, errors.New("--duration must be between 100ms and 10m")
+	case o.warmup < 0 || o.warmup > time.Minute:
+		return o, errors.New("--warmup must be between 0 and 1m")
+	case o.loadgen != "auto" && o.loadgen != "wrk" && o.loadgen != "go":
+		return o, fmt.Errorf("--loadgen %q: want auto, wrk or go", o.loadgen)
+	case o.s4Clients < 1 || o.s4Clients > 50000:
+		return o, errors.New("--s4-clients must be between 1 and 50000")
+	case o.s4Sample < 0:
+		return o, errors.New("--s4-sample must not be negative")
+	case o.s5Clients < 1 || o.s5Clients > 10000:
+		return o, errors.New("--s5-clients must be between 1 and 10000")
+	case len(o.scenarios) == 0:
+		return o, errors.New("--scenarios names no scenario")
+	}
+	return o, nil
+}
+
+// redisMode is --redis: a boolean flag with a third, default state.
+type redisMode int
+
+const (
+	redisAuto redisMode = iota
+	redisOn
+	redisOff
+)
+
+func (m *redisMode) String() string {
+	switch *m {
+	case redisOn:
+		return "true"
+	case redisOff:
+		return "false"
+	}
+	return "auto"
+}
+
+func (m *redisMode) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "auto":
+		*m = redisAuto
+	case "true", "on", "1", "yes":
+		*m = redisOn
+	case "false", "off", "0", "no":
+		*m = redisOff
+	default:
+		return fmt.Errorf("want auto, true or false")
+	}
+	return nil
+}
+
+func (m *redisMode) IsBoolFlag() bool { return true }
