@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/keyhole-tunnel/keyhole/bus"
 	"github.com/keyhole-tunnel/keyhole/limiter"
 )
@@ -51,6 +53,11 @@ type Config struct {
 	RegistrationToken string
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
+	// Metrics, when set, receives the proxy's Prometheus collectors
+	// (connected clients, requests by status, latency, bus errors,
+	// WebSocket streams, dropped messages); serve them with
+	// [Proxy.AdminHandler]. Default: no metrics.
+	Metrics prometheus.Registerer
 
 	// StreamWriteTimeout bounds one write to a public WebSocket: a visitor
 	// that accepts nothing for this long fails its own stream (close 1008),

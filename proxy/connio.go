@@ -2,12 +2,10 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/coder/websocket"
 
-	"github.com/keyhole-tunnel/keyhole/bus"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
@@ -75,32 +73,14 @@ func (c *clientConn) write(frame []byte) error {
 	return c.ws.Write(ctx, websocket.MessageBinary, frame)
 }
 
-// refresh extends the registry entry; losing it means another connection
-// took the hostname while we missed its announcement.
+// refresh extends the registry entry, claiming it again if it vanished;
+// losing it to another connection means that one took the hostname while
+// we missed its announcement. See announce.
 func (c *clientConn) refresh() {
 	ctx, cancel := context.WithTimeout(c.p.ctx, writeTimeout)
 	defer cancel()
-	ok, err := c.p.reg.Refresh(ctx, c.label, c.holder, c.p.registryTTL())
-	switch {
-	case err != nil:
+	if err := c.announce(ctx); err != nil {
 		c.log.Warn("refresh hostname", "err", err)
-	case !ok:
-		c.mu.Lock()
-		gone := c.gone
-		c.mu.Unlock()
-		if !gone {
-			// The entry expired (say the registry restarted) with nobody
-			// else holding it: claim it again.
-			holder, err := c.p.reg.Lookup(ctx, c.label)
-			switch {
-			case errors.Is(err, bus.ErrNotFound):
-				if err := c.p.reg.Claim(ctx, c.label, c.holder, c.p.registryTTL()); err != nil {
-					c.log.Warn("reclaim hostname", "err", err)
-				}
-			case err == nil && holder != c.holder:
-				c.replaced()
-			}
-		}
 	}
 }
 

@@ -123,6 +123,8 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 	}
 	c.out <- messages.Encode(resp)
 	c.log.Info("client registered", "remote", r.RemoteAddr, "token", reg.Claims.Token != "")
+	p.metrics.clientConnected(1)
+	defer p.metrics.clientConnected(-1)
 
 	done := make(chan struct{})
 	go func() {
@@ -235,7 +237,7 @@ func (p *Proxy) attach(ctx context.Context, c *clientConn) error {
 		old.replaced()
 	}
 	payload := messages.AppendEnvelope(nil, p.instance, c.holder, &messages.Takeover{Hostname: c.label})
-	if _, err := p.bus.Publish(ctx, bus.HostTopic(c.label), payload); err != nil {
+	if _, err := p.publish(ctx, bus.HostTopic(c.label), payload); err != nil {
 		c.log.Warn("announce takeover", "err", err)
 	}
 	return nil
@@ -304,8 +306,12 @@ func (p *Proxy) onHostMessage(label string, payload []byte) {
 	}
 	if c == nil || c.holder != env.Conn {
 		// The requester's view of the registry is stale: the connection it
-		// named is gone. Answer at once rather than let it time out.
-		if t == messages.TypeHTTPRequest || t == messages.TypeWSRequest {
+		// named was ours and is gone. Answer at once rather than let it
+		// time out. A connection of another instance is that instance's to
+		// answer for: this one may still be subscribed only to finish the
+		// exchanges of a connection that moved there, and an error from
+		// here would race the real answer.
+		if (t == messages.TypeHTTPRequest || t == messages.TypeWSRequest) && p.ownsConnName(env.Conn) {
 			if id, ok := messages.PeekID(env.Frame); ok {
 				p.replyError(env.ReplyTo, env.Conn, id, messages.CodeUnavailable, 0)
 			}
@@ -350,6 +356,7 @@ func (c *clientConn) fromBus(replyTo string, t messages.Type, frame []byte) {
 		c.pending[id] = &exchange{replyTo: replyTo, stream: t == messages.TypeWSRequest, deadline: time.Now().Add(c.p.cfg.Timeout)}
 		c.mu.Unlock()
 		if !c.enqueue(frame) {
+			c.p.metrics.drop(dropClientQueue)
 			c.forget(id)
 			c.p.replyError(replyTo, c.holder, id, messages.CodeOverloaded, 0)
 		}
@@ -371,6 +378,7 @@ func (c *clientConn) fromBus(replyTo string, t messages.Type, frame []byte) {
 			}
 		}
 		if !c.enqueue(frame) {
+			c.p.metrics.drop(dropClientQueue)
 			c.failStream(id, replyTo, websocket.StatusTryAgainLater, "tunnel overloaded")
 		}
 	case messages.TypeError:
@@ -441,7 +449,7 @@ func (c *clientConn) publishTo(replyTo string, frame []byte) {
 	payload := messages.AppendEnvelopeFrame(nil, c.p.instance, c.holder, frame)
 	ctx, cancel := context.WithTimeout(c.p.ctx, writeTimeout)
 	defer cancel()
-	n, err := c.p.bus.Publish(ctx, bus.InstanceTopic(replyTo), payload)
+	n, err := c.p.publish(ctx, bus.InstanceTopic(replyTo), payload)
 	if err != nil || n == 0 {
 		c.log.Debug("reply not delivered", "to", replyTo, "err", err)
 	}

@@ -30,6 +30,7 @@ type Proxy struct {
 	ownsBus  bool
 	log      *slog.Logger
 	replies  bus.Subscription
+	metrics  *metrics // nil: no metrics
 
 	// ctx ends when the proxy shuts down; client connections live under it.
 	ctx    context.Context
@@ -77,6 +78,9 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 	if p.bus == nil {
 		m := bus.NewMemory()
 		p.bus, p.reg, p.ownsBus = m, m, true
+	}
+	if p.metrics, err = newMetrics(cfg.Metrics, p.bus); err != nil {
+		return nil, fmt.Errorf("proxy metrics: %w", err)
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.outbox = make(chan outMsg, outboxSize)
@@ -195,11 +199,17 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for _, c := range conns {
 		c.goAway()
 	}
-	// Let in-flight exchanges finish, until ctx ends.
+	// Let in-flight exchanges finish, and give the clients a moment to
+	// register on another instance (which replaces their connections here),
+	// until ctx ends.
+	handoff := time.Now().Add(handoffTimeout)
+	if p.ownsBus {
+		handoff = time.Now()
+	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 wait:
-	for p.pendingCount() > 0 {
+	for p.pendingCount() > 0 || (time.Now().Before(handoff) && p.heldCount() > 0) {
 		select {
 		case <-ctx.Done():
 			break wait
@@ -261,6 +271,7 @@ func (p *Proxy) post(topic string, payload []byte) {
 	select {
 	case p.outbox <- outMsg{topic, payload}:
 	default:
+		p.metrics.drop(dropOutbox)
 		p.log.Warn("outbox full; dropping a reply", "topic", topic)
 	}
 }
@@ -272,7 +283,7 @@ func (p *Proxy) runOutbox() {
 	send := func(m outMsg) {
 		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 		defer cancel()
-		if _, err := p.bus.Publish(ctx, m.topic, m.payload); err != nil {
+		if _, err := p.publish(ctx, m.topic, m.payload); err != nil {
 			p.log.Warn("bus publish", "err", err)
 		}
 	}

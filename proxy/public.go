@@ -33,10 +33,11 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, host, label 
 		p.serveWebSocket(w, r, label)
 		return
 	}
-	log := p.log.With("host", label, "method", r.Method)
 	start := time.Now()
 	status := p.forwardHTTP(w, r, label)
-	log.Debug("request", "path", r.URL.Path, "status", status, "duration", time.Since(start))
+	d := time.Since(start)
+	p.metrics.request(status, d)
+	p.log.Debug("request", "host", label, "method", r.Method, "path", r.URL.Path, "status", status, "duration", d)
 }
 
 func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, label string) int {
@@ -85,6 +86,8 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, label string
 
 // lookup finds the connection holding label, or the status to answer.
 func (p *Proxy) lookup(ctx context.Context, label string) (string, int) {
+	ctx, cancel := context.WithTimeout(ctx, busOpTimeout)
+	defer cancel()
 	holder, err := p.reg.Lookup(ctx, label)
 	switch {
 	case errors.Is(err, bus.ErrNotFound):
@@ -100,7 +103,9 @@ func (p *Proxy) lookup(ctx context.Context, label string) (string, int) {
 // label, and returns a status to answer if nobody could receive it.
 func (p *Proxy) publishRequest(ctx context.Context, label, holder string, m messages.Message) int {
 	payload := messages.AppendEnvelope(nil, p.instance, holder, m)
-	n, err := p.bus.Publish(ctx, bus.HostTopic(label), payload)
+	ctx, cancel := context.WithTimeout(ctx, busOpTimeout)
+	defer cancel()
+	n, err := p.publish(ctx, bus.HostTopic(label), payload)
 	switch {
 	case err != nil:
 		p.log.Warn("bus publish", "err", err)
@@ -118,7 +123,7 @@ func (p *Proxy) cancelExchange(label, holder string, id messages.ID) {
 	payload := messages.AppendEnvelope(nil, p.instance, holder, &messages.Error{ID: id, Code: messages.CodeCanceled})
 	ctx, cancel := context.WithTimeout(p.ctx, writeTimeout)
 	defer cancel()
-	p.bus.Publish(ctx, bus.HostTopic(label), payload)
+	p.publish(ctx, bus.HostTopic(label), payload)
 }
 
 // writeReply writes the client's answer, or the status its error maps to.

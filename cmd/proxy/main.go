@@ -13,12 +13,18 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/keyhole-tunnel/keyhole/bus/redis"
 	"github.com/keyhole-tunnel/keyhole/internal/cli"
 	"github.com/keyhole-tunnel/keyhole/limiter"
 	"github.com/keyhole-tunnel/keyhole/proxy"
@@ -56,6 +62,7 @@ type options struct {
 	burst                     int
 	trusted                   prefixList
 	token, logLevel           string
+	bus, admin                string
 }
 
 func newFlags() (*flag.FlagSet, *options) {
@@ -72,6 +79,8 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.Var(&o.trusted, "trusted-proxies", "comma-separated `CIDRs` of load balancers whose X-Forwarded-* headers\nare believed (default none)")
 	fs.StringVar(&o.token, "token", "", "registration `token` every client must present (default none)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&o.bus, "bus", "memory", "how instances share tunnels: `memory` for a single instance, or a Redis\nURL shared by every instance behind one load balancer:\nredis://[:password@]host:port/db, or rediss:// for TLS")
+	fs.StringVar(&o.admin, "admin", "", "`address` of the admin listener: /healthz, /readyz and Prometheus\n/metrics (default off); keep it off the public network")
 	return fs, o
 }
 
@@ -132,7 +141,41 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return usageError{err}
 		}
 	}
-	p, err := proxy.New(ctx, proxy.Config{
+	if err := checkBusURL(o.bus); err != nil {
+		return usageError{err}
+	}
+	// The Redis bus calls back when it has reconnected, possibly to a
+	// restarted server that lost the registry; the proxy exists by then
+	// unless Redis came back within the moment between the two.
+	var current atomic.Pointer[proxy.Proxy]
+	var b *redis.Bus
+	if o.bus != "memory" {
+		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		b, err = redis.New(bctx, o.bus, redis.Options{
+			Logger: log,
+			OnReconnect: func() {
+				if p := current.Load(); p != nil {
+					rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					if err := p.Reannounce(rctx); err != nil {
+						log.Warn("re-announce hostnames", "err", err)
+					}
+				}
+			},
+		})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("bus: %w", err)
+		}
+		defer b.Close()
+		log.Info("bus connected", "url", redactURL(o.bus))
+	}
+	var metrics *prometheus.Registry
+	if o.admin != "" {
+		metrics = prometheus.NewRegistry()
+		metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	cfg := proxy.Config{
 		Domain:            o.domain,
 		PublicURL:         o.publicURL,
 		Timeout:           o.timeout,
@@ -143,13 +186,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		TrustedProxies:    o.trusted,
 		RegistrationToken: o.token,
 		Logger:            log,
-	})
+	}
+	if b != nil {
+		cfg.Bus, cfg.Registry = b, b
+	}
+	if metrics != nil {
+		cfg.Metrics = metrics
+	}
+	p, err := proxy.New(ctx, cfg)
 	if err != nil {
 		return usageError{err}
 	}
+	current.Store(p)
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
+		p.Shutdown(context.Background())
 		return fmt.Errorf("listen: %w", err)
+	}
+	if o.admin != "" {
+		stop, err := serveAdmin(o.admin, p.AdminHandler(metrics), log)
+		if err != nil {
+			ln.Close()
+			p.Shutdown(context.Background())
+			return err
+		}
+		// The admin listener outlives the drain, so probes see it.
+		defer stop()
 	}
 	srv := &http.Server{
 		Handler:           p,
@@ -182,6 +244,50 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// checkBusURL accepts "memory" or a redis:// or rediss:// URL with a host.
+func checkBusURL(s string) error {
+	if s == "memory" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return fmt.Errorf("invalid --bus %q: want memory, redis://host:port/db or rediss://host:port/db", redactURL(s))
+	}
+	return nil
+}
+
+// redactURL hides a password in a URL for logs and messages.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// serveAdmin serves h on addr until stop is called.
+func serveAdmin(addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	log.Info("admin listening", "addr", ln.Addr().String())
+	return func() {
+		srv.Close()
+		<-done
+	}, nil
 }
 
 // defaultPublicURL derives the public base URL from the listen address.

@@ -1,0 +1,143 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/keyhole-tunnel/keyhole/bus"
+)
+
+// busOpTimeout bounds each bus or registry call made while a public caller
+// waits (the lookup and the publish of its request). An unreachable bus
+// then costs the caller a 503 within this bound rather than a hang.
+const busOpTimeout = 2 * time.Second
+
+// handoffTimeout bounds how long Shutdown waits, once nothing is in flight,
+// for its clients to register on another instance, so the hostnames never
+// go offline during a rolling deploy. It is skipped when the proxy runs its
+// own in-memory bus: then there is no other instance to move to.
+const handoffTimeout = 5 * time.Second
+
+// ErrDraining is returned by [Proxy.Ready] once Shutdown has begun.
+var ErrDraining = errors.New("proxy: draining")
+
+// Ready reports whether the instance should receive traffic: nil, or
+// [ErrDraining] once Shutdown has begun, or the error of a bus that
+// implements [bus.Pinger] (such as the Redis bus) and cannot reach its
+// server. Readiness probes (/readyz) call it; ctx bounds the ping.
+func (p *Proxy) Ready(ctx context.Context) error {
+	if p.isDraining() {
+		return ErrDraining
+	}
+	if pg, ok := p.bus.(bus.Pinger); ok {
+		if err := pg.Ping(ctx); err != nil {
+			return fmt.Errorf("proxy: bus unreachable: %w", err)
+		}
+	}
+	return nil
+}
+
+// Reannounce claims again, in the registry, every hostname whose client
+// this instance holds. Call it when the bus has reconnected to a server
+// that may have lost the registry (a restarted Redis); the Redis bus's
+// OnReconnect hook is the place. A hostname that another connection has
+// claimed meanwhile is left to it, and the connection here is treated as
+// replaced. The holder's periodic refresh would restore the entries too,
+// but only within a ping interval; Reannounce does it at once.
+//
+// It returns the errors of the claims that failed; each is retried at the
+// next refresh.
+func (p *Proxy) Reannounce(ctx context.Context) error {
+	p.mu.Lock()
+	conns := p.localConns()
+	p.mu.Unlock()
+	var errs []error
+	n := 0
+	for _, c := range conns {
+		if err := p.reannounce(ctx, c); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.label, err))
+			continue
+		}
+		n++
+	}
+	p.log.Info("re-announced hostnames", "count", n, "failed", len(errs))
+	return errors.Join(errs...)
+}
+
+func (p *Proxy) reannounce(ctx context.Context, c *clientConn) error {
+	// Serialized with attach and detach, so an entry is never claimed for a
+	// connection that has just been released.
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	p.mu.Lock()
+	e := p.hosts[c.label]
+	current := e != nil && e.conn == c
+	p.mu.Unlock()
+	if !current {
+		return nil
+	}
+	return c.announce(ctx)
+}
+
+// announce makes sure the registry names c for its hostname: it extends
+// c's entry, or claims the hostname again when the entry has vanished (the
+// registry restarted, or the entry expired while the registry was
+// unreachable). When another connection holds the hostname, c has been
+// replaced without hearing of it, and is treated so.
+func (c *clientConn) announce(ctx context.Context) error {
+	c.mu.Lock()
+	gone := c.gone
+	c.mu.Unlock()
+	if gone {
+		return nil
+	}
+	reg, ttl := c.p.reg, c.p.registryTTL()
+	ok, err := reg.Refresh(ctx, c.label, c.holder, ttl)
+	if err != nil || ok {
+		return err
+	}
+	holder, err := reg.Lookup(ctx, c.label)
+	switch {
+	case errors.Is(err, bus.ErrNotFound):
+		return reg.Claim(ctx, c.label, c.holder, ttl)
+	case err != nil:
+		return err
+	case holder != c.holder:
+		c.replaced()
+	}
+	return nil
+}
+
+// publish is the proxy's one way onto the bus: it records the outcome in
+// the metrics.
+func (p *Proxy) publish(ctx context.Context, topic string, payload []byte) (int, error) {
+	n, err := p.bus.Publish(ctx, topic, payload)
+	p.metrics.published(n, err)
+	return n, err
+}
+
+// heldCount is the number of client connections on this instance that no
+// newer connection has replaced yet.
+func (p *Proxy) heldCount() int {
+	p.mu.Lock()
+	conns := p.localConns()
+	p.mu.Unlock()
+	n := 0
+	for _, c := range conns {
+		c.mu.Lock()
+		if !c.gone {
+			n++
+		}
+		c.mu.Unlock()
+	}
+	return n
+}
+
+// ownsConnName reports whether a connection name (a registry holder) was
+// given out by this instance.
+func (p *Proxy) ownsConnName(conn string) bool {
+	return strings.HasPrefix(conn, p.instance+"/")
+}
