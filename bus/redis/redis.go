@@ -116,7 +116,13 @@ return 0`),
 		b.interval = DefaultHealthCheckInterval
 	}
 
-	b.client = goredis.NewClient(ro)
+	// Commands honour their context's deadline for network I/O too, not
+	// only go-redis's read and write timeouts (5 s, each of up to four
+	// tries): a caller that gives a public request 2 s for a registry
+	// lookup gets its answer in 2 s even when Redis hangs.
+	cro := *ro
+	cro.ContextTimeoutEnabled = true
+	b.client = goredis.NewClient(&cro)
 	if err := b.client.Ping(ctx).Err(); err != nil {
 		_ = b.client.Close()
 		return nil, fmt.Errorf("redis bus: ping %s: %w", ro.Addr, err)
