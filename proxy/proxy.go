@@ -46,6 +46,7 @@ type Proxy struct {
 	outbox     chan outMsg
 	outboxStop chan struct{}
 	outboxDone chan struct{}
+	stopOnce   sync.Once // Shutdown may be called more than once
 
 	mu       sync.Mutex
 	waiters  map[messages.ID]waiter // exchanges this instance started
@@ -219,7 +220,7 @@ wait:
 	p.cancel()
 	p.wg.Wait()
 	// Connections closing above may have posted their last error replies.
-	close(p.outboxStop)
+	p.stopOnce.Do(func() { close(p.outboxStop) })
 	<-p.outboxDone
 	err := p.replies.Unsubscribe(context.WithoutCancel(ctx))
 	if p.ownsBus {
