@@ -126,9 +126,11 @@ func TestLocalServiceDown(t *testing.T) {
 	if strings.Contains(body, addr) || strings.Contains(body, "refused") {
 		t.Errorf("public error page leaks the internal error: %q", body)
 	}
-	if got := logs.find("request", map[string]string{"method": "GET", "path": "/down", "status": "502"}); len(got) != 1 {
-		t.Errorf("want one request line with status 502, got %d", len(got))
-	}
+	// The client answers before it logs: wait for the line.
+	line502 := map[string]string{"method": "GET", "path": "/down", "status": "502"}
+	tunneltest.Eventually(t, 5*time.Second, "a request line with status 502", func() bool {
+		return len(logs.find("request", line502)) > 0
+	})
 
 	// The service comes up on the same port: the same tunnel serves it,
 	// without reconnecting.
@@ -143,6 +145,9 @@ func TestLocalServiceDown(t *testing.T) {
 	}
 	if n := registrations.Load(); n != 1 {
 		t.Errorf("client registered %d times; it should have stayed connected", n)
+	}
+	if n := len(logs.find("request", line502)); n != 1 {
+		t.Errorf("%d request lines for the one request that got 502", n)
 	}
 }
 
