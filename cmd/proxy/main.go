@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/keyhole-tunnel/keyhole/bus/redis"
 	"github.com/keyhole-tunnel/keyhole/internal/cli"
@@ -63,6 +64,7 @@ type options struct {
 	trusted                   prefixList
 	token, logLevel           string
 	bus, admin                string
+	tls                       tlsOptions
 }
 
 func newFlags() (*flag.FlagSet, *options) {
@@ -81,6 +83,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&o.bus, "bus", "memory", "how instances share tunnels: `memory` for a single instance, or a Redis\nURL shared by every instance behind one load balancer:\nredis://[:password@]host:port/db, or rediss:// for TLS")
 	fs.StringVar(&o.admin, "admin", "", "`address` of the admin listener: /healthz, /readyz and Prometheus\n/metrics (default off); keep it off the public network")
+	o.tls.register(fs) // tls.go
 	return fs, o
 }
 
@@ -135,11 +138,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return usageError{err}
 	}
+	if err := o.tls.check(); err != nil {
+		return usageError{err}
+	}
+	// With HTTPS on, plain HTTP is served only when --listen is given.
+	plain := !o.tls.on() || flagGiven(fs, "listen")
+	if o.publicURL == "" && o.tls.on() {
+		o.publicURL = o.tls.defaultPublicURL(o.domain)
+	}
 	if o.publicURL == "" {
 		o.publicURL, err = defaultPublicURL(o.listen, o.domain)
 		if err != nil {
 			return usageError{err}
 		}
+	}
+	// A certificate that does not fit stops the proxy before it listens.
+	certs, err := o.tls.loadCert(o.domain, log)
+	if err != nil {
+		return err
 	}
 	if err := checkBusURL(o.bus); err != nil {
 		return usageError{err}
@@ -198,47 +214,47 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return usageError{err}
 	}
 	current.Store(p)
-	ln, err := net.Listen("tcp", o.listen)
+	var tlsServe *tlsServing
+	if o.tls.on() {
+		var shared autocert.Cache
+		if b != nil {
+			shared = b.CertCache("")
+		}
+		if tlsServe, err = o.tls.serving(p, certs, shared, o.publicURL, log); err != nil {
+			p.Shutdown(context.Background())
+			return err
+		}
+	}
+	servers, err := o.openListeners(p, plain, tlsServe, log) // serve.go
 	if err != nil {
 		p.Shutdown(context.Background())
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	if o.admin != "" {
 		stop, err := serveAdmin(o.admin, p.AdminHandler(metrics), log)
 		if err != nil {
-			ln.Close()
+			servers.closeListeners()
 			p.Shutdown(context.Background())
 			return err
 		}
 		// The admin listener outlives the drain, so probes see it.
 		defer stop()
 	}
-	srv := &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    proxy.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
-	log.Info("proxy listening", "addr", ln.Addr().String(), "tunnels", strings.Replace(o.publicURL, "://", "://<hostname>.", 1))
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	select {
-	case err := <-serveErr:
+	stopWatch := tlsServe.watch(ctx) // certificate files: SIGHUP and polling
+	defer stopWatch()
+	if err := servers.run(ctx, log.With("tunnels", strings.Replace(o.publicURL, "://", "://<hostname>.", 1))); err != nil {
 		p.Shutdown(context.Background())
 		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
 	}
 	log.Info("shutting down: draining clients and in-flight requests", "grace", o.timeout)
 	sctx, cancel := context.WithTimeout(context.Background(), o.timeout+5*time.Second)
 	defer cancel()
 	shutdownErr := make(chan error, 1)
-	go func() { shutdownErr <- srv.Shutdown(sctx) }()
+	go func() { shutdownErr <- servers.shutdown(sctx) }()
 	err = p.Shutdown(sctx)
 	if e := <-shutdownErr; err == nil {
 		err = e
 	}
-	<-serveErr
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
@@ -288,6 +304,14 @@ func serveAdmin(addr string, h http.Handler, log *slog.Logger) (stop func(), err
 		srv.Close()
 		<-done
 	}, nil
+}
+
+// flagGiven reports whether the flag name was set on the command line or
+// through its environment variable.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
 
 // defaultPublicURL derives the public base URL from the listen address.

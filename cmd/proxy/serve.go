@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/keyhole-tunnel/keyhole/proxy"
+)
+
+// server is one public listener and the http.Server on it.
+type server struct {
+	name string // "http", "https" or "http-redirect", for logs
+	ln   net.Listener
+	srv  *http.Server
+}
+
+// serverGroup runs the public listeners and stops them together.
+type serverGroup struct {
+	servers []*server
+	done    chan error // one Serve result per server
+	waiting int        // Serve results not yet received
+}
+
+// openListeners opens every public listener that the options ask for: plain HTTP
+// (--listen), HTTPS (--listen-tls) and the port-80 redirector
+// (--listen-http). On error it closes what it opened.
+func (o *options) openListeners(p *proxy.Proxy, plain bool, s *tlsServing, log *slog.Logger) (*serverGroup, error) {
+	g := &serverGroup{}
+	add := func(name, addr string, h http.Handler, cfg *tls.Config) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", name, err)
+		}
+		if cfg != nil {
+			ln = tls.NewListener(ln, cfg)
+		}
+		g.servers = append(g.servers, &server{name: name, ln: ln, srv: &http.Server{
+			Handler:           h,
+			TLSConfig:         cfg,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    proxy.MaxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}})
+		return nil
+	}
+	var err error
+	if plain {
+		err = add("http", o.listen, p, nil)
+	}
+	if err == nil && s != nil {
+		err = add("https", o.tls.listen, o.tls.handler(p), s.config)
+		if err == nil && o.tls.listenHTTP != "" {
+			err = add("http-redirect", o.tls.listenHTTP, s.http, nil)
+		}
+	}
+	if err != nil {
+		g.closeListeners()
+		return nil, err
+	}
+	return g, nil
+}
+
+// closeListeners closes the listeners of a group that is not running.
+func (g *serverGroup) closeListeners() {
+	for _, s := range g.servers {
+		s.ln.Close()
+	}
+}
+
+// run serves every listener until ctx ends (it returns nil) or one of them
+// fails (it closes the others, waits for them, and returns the error).
+//
+// A TLS listener is served with Serve rather than ServeTLS, which would
+// wrap it again: http.Server enables HTTP/2 for connections from a
+// tls.Listener whose configuration offers "h2".
+func (g *serverGroup) run(ctx context.Context, log *slog.Logger) error {
+	g.done = make(chan error, len(g.servers))
+	for _, s := range g.servers {
+		log.Info("proxy listening", "listener", s.name, "addr", s.ln.Addr().String())
+		go func() { g.done <- s.srv.Serve(s.ln) }()
+	}
+	g.waiting = len(g.servers)
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-g.done:
+		g.waiting--
+		for _, s := range g.servers {
+			s.srv.Close()
+		}
+		g.wait()
+		return err
+	}
+}
+
+// shutdown stops accepting on every listener, waits for idle connections
+// until ctx ends, then waits for every Serve to return.
+func (g *serverGroup) shutdown(ctx context.Context) error {
+	errs := make(chan error, len(g.servers))
+	for _, s := range g.servers {
+		go func() { errs <- s.srv.Shutdown(ctx) }()
+	}
+	var err error
+	for range g.servers {
+		err = errors.Join(err, <-errs)
+	}
+	g.wait()
+	return err
+}
+
+func (g *serverGroup) wait() {
+	for ; g.waiting > 0; g.waiting-- {
+		<-g.done
+	}
+}
