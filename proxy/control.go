@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -177,10 +178,11 @@ func (p *Proxy) register(ctx context.Context, ws *websocket.Conn) (string, *mess
 	}
 	reg, err := messages.VerifyRegistration(req.JWS, ch)
 	if err != nil {
-		return refuse(err.Error())
+		// The close code already says "refused"; the reason says why.
+		return refuse(strings.TrimPrefix(err.Error(), messages.ErrRefused.Error()+": "))
 	}
 	if t := p.cfg.RegistrationToken; t != "" && !constantTimeEqual(reg.Claims.Token, t) {
-		return refuse("registration refused: a valid registration token is required")
+		return refuse("a valid registration token is required")
 	}
 	if p.isDraining() {
 		ws.Close(websocket.StatusGoingAway, "proxy shutting down, reconnect")
