@@ -33,6 +33,7 @@ type harness struct {
 
 	http    httpLoader
 	origin  string // 127.0.0.1:PORT
+	originP *proc
 	redis   string // redis://127.0.0.1:PORT/0, or ""
 	tunnels []*tunnel
 	keys    int // key files made so far
@@ -53,6 +54,9 @@ type target struct {
 	mode string
 	addr string
 	host string // Host header; "" for addr
+	// cpu are the processes whose CPU time per operation is reported,
+	// by role: "proxy", "client" and "origin".
+	cpu map[string][]*proc
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -214,7 +218,7 @@ func (h *harness) startOrigin(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h.origin = a
+	h.origin, h.originP = a, p
 	h.logf("origin on %s (pid %d)", a, p.pid)
 	return nil
 }
@@ -375,9 +379,10 @@ func (h *harness) addTunnel(ctx context.Context, mode, busURL string) error {
 
 // targets lists direct first, then every tunnel: the interleaving order.
 func (h *harness) targets() []target {
-	ts := []target{{mode: modeDirect, addr: h.origin}}
+	ts := []target{{mode: modeDirect, addr: h.origin, cpu: map[string][]*proc{"origin": {h.originP}}}}
 	for _, t := range h.tunnels {
-		ts = append(ts, target{mode: t.mode, addr: t.addr, host: t.host})
+		ts = append(ts, target{mode: t.mode, addr: t.addr, host: t.host,
+			cpu: map[string][]*proc{"proxy": {t.proxy}, "client": {t.client}, "origin": {h.originP}}})
 	}
 	return ts
 }

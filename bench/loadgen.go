@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -33,6 +34,18 @@ type loadResult struct {
 	firstErr string
 	elapsed  time.Duration
 	p50, p99 time.Duration
+	// cpu is the CPU time the tunnel's processes used during the load,
+	// by role; see [target].
+	cpu map[string]time.Duration
+}
+
+// cpuPerOp is role's CPU time per operation, in µs, or NaN.
+func (r *loadResult) cpuPerOp(role string) float64 {
+	t, ok := r.cpu[role]
+	if !ok || r.ops == 0 {
+		return math.NaN()
+	}
+	return us(t) / float64(r.ops)
 }
 
 func (r *loadResult) rate() float64 {

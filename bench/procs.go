@@ -148,6 +148,76 @@ func readRSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("read RSS: no VmRSS line for pid %d", pid)
 }
 
+// cpuTime returns the user plus system CPU time the process has used, all
+// threads together, from /proc/PID/stat.
+func (p *proc) cpuTime() (time.Duration, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.pid), "stat"))
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time: %w", err)
+	}
+	// The command name, in parentheses, may hold spaces; fields are
+	// counted after it. utime and stime are fields 14 and 15.
+	i := bytes.LastIndexByte(b, ')')
+	var f []string
+	if i >= 0 {
+		f = strings.Fields(string(b[i+1:]))
+	}
+	if len(f) < 13 {
+		return 0, fmt.Errorf("read CPU time: malformed /proc/%d/stat", p.pid)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("read CPU time: %w", err)
+		}
+		ticks += n
+	}
+	// USER_HZ is 100 on every Linux the harness targets.
+	return time.Duration(ticks) * (time.Second / 100), nil
+}
+
+// cpuMeter measures the CPU time that groups of processes use.
+type cpuMeter struct {
+	groups map[string][]*proc
+	start  map[string]time.Duration
+}
+
+func startCPU(groups map[string][]*proc) *cpuMeter {
+	m := &cpuMeter{groups: groups, start: map[string]time.Duration{}}
+	for role, ps := range groups {
+		m.start[role] = sumCPU(ps)
+	}
+	return m
+}
+
+// stop returns each group's CPU time since startCPU; a group whose time
+// cannot be read is left out.
+func (m *cpuMeter) stop() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for role, ps := range m.groups {
+		if t0 := m.start[role]; t0 >= 0 {
+			if t1 := sumCPU(ps); t1 >= 0 {
+				out[role] = t1 - t0
+			}
+		}
+	}
+	return out
+}
+
+// sumCPU adds up the CPU time of ps, or returns -1.
+func sumCPU(ps []*proc) time.Duration {
+	var sum time.Duration
+	for _, p := range ps {
+		t, err := p.cpuTime()
+		if err != nil {
+			return -1
+		}
+		sum += t
+	}
+	return sum
+}
+
 // waitFor polls cond until it holds, any of procs exits, ctx ends or
 // timeout passes.
 func waitFor(ctx context.Context, timeout time.Duration, what string, procs []*proc, cond func() bool) error {

@@ -31,7 +31,7 @@ func (h *harness) httpLoadFor(t target, method, path string, body []byte, conc i
 // measureHTTP checks that the load's path answers want, warms up, and
 // measures. A failed measurement becomes a note and a nil result; the
 // error is only for a canceled run.
-func (h *harness) measureHTTP(ctx context.Context, label string, l httpLoad, want []byte) (*loadResult, error) {
+func (h *harness) measureHTTP(ctx context.Context, label string, l httpLoad, want []byte, cpu map[string][]*proc) (*loadResult, error) {
 	fail := func(err error) (*loadResult, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -50,16 +50,18 @@ func (h *harness) measureHTTP(ctx context.Context, label string, l httpLoad, wan
 			return fail(err)
 		}
 	}
+	m := startCPU(cpu)
 	res, err := h.http.run(ctx, l)
 	if err != nil {
 		return fail(err)
 	}
+	res.cpu = m.stop()
 	return h.checked(label, res, "req/s")
 }
 
 // checked logs a result and notes its errors.
 func (h *harness) checked(label string, res *loadResult, unit string) (*loadResult, error) {
-	h.logf("%s: %.0f %s, p50 %v, p99 %v, %d errors", label, res.rate(), unit, res.p50, res.p99, res.errors)
+	h.logf("%s: %.0f %s, p50 %v, p99 %v, %d errors", label, res.rate(), unit, res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), res.errors)
 	if res.errors > 0 {
 		h.rep.note("%s: %d failed (of %d); first: %s", label, res.errors, res.ops+res.errors, res.firstErr)
 	}
@@ -68,6 +70,27 @@ func (h *harness) checked(label string, res *loadResult, unit string) (*loadResu
 		return nil, nil
 	}
 	return res, nil
+}
+
+// recordCPU sets the "<what> <role> CPU" figures: CPU time per operation
+// of the tunnel's processes, the figure a performance pass should bring
+// down, and of the origin for scale. Direct runs have only the origin.
+func (h *harness) recordCPU(sc, what, per string, mode string, round int, res *loadResult, roles ...string) {
+	if len(roles) == 0 {
+		roles = []string{"proxy", "client"}
+	}
+	for _, role := range roles {
+		if mode == modeDirect && role != "origin" {
+			continue
+		}
+		f := h.rep.fig(sc, fmt.Sprintf("%s %s CPU", what, role), "µs per "+per)
+		f.checked = false // whole clock ticks: a short run may round to 0
+		v := math.NaN()
+		if res != nil {
+			v = res.cpuPerOp(role)
+		}
+		h.rep.set(f, mode, round, v)
+	}
 }
 
 // record sets f for mode and round from res, or NaN when res is nil.
@@ -99,7 +122,7 @@ func (h *harness) s1(ctx context.Context, round int) error {
 	}
 	added.checked = false // may come out negative on a noisy machine
 	for _, t := range h.targets() {
-		res, err := h.measureHTTP(ctx, h.label("S1", "c=1", t.mode, round), h.httpLoadFor(t, "GET", "/small", nil, 1, smallSize), smallBody)
+		res, err := h.measureHTTP(ctx, h.label("S1", "c=1", t.mode, round), h.httpLoadFor(t, "GET", "/small", nil, 1, smallSize), smallBody, t.cpu)
 		if err != nil {
 			return err
 		}
@@ -110,13 +133,14 @@ func (h *harness) s1(ctx context.Context, round int) error {
 		r.set(added, t.mode, round, lat50.get(t.mode, round)-lat50.get(modeDirect, round))
 	}
 	for _, t := range h.targets() {
-		res, err := h.measureHTTP(ctx, h.label("S1", "c=64", t.mode, round), h.httpLoadFor(t, "GET", "/small", nil, s1HighConc, smallSize), smallBody)
+		res, err := h.measureHTTP(ctx, h.label("S1", "c=64", t.mode, round), h.httpLoadFor(t, "GET", "/small", nil, s1HighConc, smallSize), smallBody, t.cpu)
 		if err != nil {
 			return err
 		}
 		h.record(tput, t.mode, round, res, rate)
 		h.record(hi50, t.mode, round, res, p50)
 		h.record(hi99, t.mode, round, res, p99)
+		h.recordCPU("S1", "c=64", "request", t.mode, round, res, "proxy", "client", "origin")
 	}
 	return nil
 }
@@ -128,19 +152,21 @@ func (h *harness) s2(ctx context.Context, round int) error {
 	get.vsDirect, post.vsDirect = true, true
 	mbps := func(res *loadResult) float64 { return res.rate() * largeSize / 1e6 }
 	for _, t := range h.targets() {
-		res, err := h.measureHTTP(ctx, h.label("S2", "GET", t.mode, round), h.httpLoadFor(t, "GET", "/large", nil, s2Conc, largeSize), largeBody)
+		res, err := h.measureHTTP(ctx, h.label("S2", "GET", t.mode, round), h.httpLoadFor(t, "GET", "/large", nil, s2Conc, largeSize), largeBody, t.cpu)
 		if err != nil {
 			return err
 		}
 		h.record(get, t.mode, round, res, mbps)
+		h.recordCPU("S2", "GET", "request", t.mode, round, res)
 	}
 	want := []byte(strconv.Itoa(largeSize))
 	for _, t := range h.targets() {
-		res, err := h.measureHTTP(ctx, h.label("S2", "POST", t.mode, round), h.httpLoadFor(t, "POST", "/upload", largeBody, s2Conc, len(want)), want)
+		res, err := h.measureHTTP(ctx, h.label("S2", "POST", t.mode, round), h.httpLoadFor(t, "POST", "/upload", largeBody, s2Conc, len(want)), want, t.cpu)
 		if err != nil {
 			return err
 		}
 		h.record(post, t.mode, round, res, mbps)
+		h.recordCPU("S2", "POST", "request", t.mode, round, res)
 	}
 	return nil
 }
@@ -164,7 +190,11 @@ func (h *harness) s3(ctx context.Context, round int) error {
 			_, err = w.run(ctx)
 		}
 		if err == nil {
+			m := startCPU(t.cpu)
 			res, err = l.run(ctx)
+			if err == nil {
+				res.cpu = m.stop()
+			}
 		}
 		if err == nil {
 			res, err = h.checked(label, res, "messages/s")
@@ -179,6 +209,7 @@ func (h *harness) s3(ctx context.Context, round int) error {
 		h.record(tput, t.mode, round, res, rate)
 		h.record(rt50, t.mode, round, res, p50)
 		h.record(rt99, t.mode, round, res, p99)
+		h.recordCPU("S3", "echo", "message", t.mode, round, res)
 	}
 	return nil
 }
@@ -202,6 +233,7 @@ func (h *harness) s5(ctx context.Context, round int) error {
 		h.record(tput, t.mode, round, res, rate)
 		h.record(lat50, t.mode, round, res, p50)
 		h.record(lat99, t.mode, round, res, p99)
+		h.recordCPU("S5", "spread", "request", t.mode, round, res)
 	}
 	return nil
 }
@@ -223,7 +255,9 @@ func (h *harness) s5Once(ctx context.Context, label string, t *tunnel, n int) (*
 	hosts := append([]string(nil), f.hosts...)
 	f.mu.Unlock()
 	l := httpLoad{addr: t.addr, hosts: hosts, method: "GET", path: "/small", concurrency: s5Conc, duration: h.o.duration, wantLen: smallSize}
-	return h.measureHTTP(ctx, label, l, smallBody)
+	// The helper runs every client in one process: its CPU time is the
+	// clients' together.
+	return h.measureHTTP(ctx, label, l, smallBody, map[string][]*proc{"proxy": {t.proxy}, "client": f.procs})
 }
 
 // s4 registers many idle clients on a fresh proxy per bus.
