@@ -398,6 +398,9 @@ type fleet struct {
 	errs  []string
 }
 
+// helperParallel bounds the registrations in flight in one helper.
+const helperParallel = 32
+
 // startFleet starts n in-process clients against proxyAddr, split over
 // helpers processes.
 func (h *harness) startFleet(name, proxyAddr string, n, helpers int) (*fleet, error) {
@@ -410,7 +413,7 @@ func (h *harness) startFleet(name, proxyAddr string, n, helpers int) (*fleet, er
 		}
 		p, err := h.procs.start(fmt.Sprintf("%s helper %d", name, i+1), h.selfBin, []string{"clients",
 			"--n", strconv.Itoa(share), "--proxy", "ws://" + proxyAddr, "--target", "http://" + h.origin,
-			"--log-level", h.o.logLevel}, f.onLine)
+			"--parallel", strconv.Itoa(helperParallel), "--log-level", h.o.logLevel}, f.onLine)
 		if err != nil {
 			f.stop(h.procs)
 			return nil, err
@@ -483,6 +486,24 @@ func loadavg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ") + " (1, 5, 15 min)"
+}
+
+// memAvailable is MemAvailable from /proc/meminfo, in bytes.
+func memAvailable() (int64, bool) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					return kb << 10, true
+				}
+			}
+		}
+	}
+	return 0, false
 }
 
 func memTotal() string {

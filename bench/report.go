@@ -184,6 +184,9 @@ func (r *report) markdown() string {
 			continue
 		}
 		fmt.Fprintf(&b, "\n## %s\n\n", scenarioTitle[sc])
+		if how := r.how(sc); how != "" {
+			fmt.Fprintf(&b, "%s\n\n", how)
+		}
 		b.WriteString("| figure | mode | median | min | max | ratio: median (min–max) |\n")
 		b.WriteString("|---|---|--:|--:|--:|--:|\n")
 		var legends []string
@@ -234,6 +237,39 @@ func (r *report) markdown() string {
 		}
 	}
 	return b.String()
+}
+
+// how says how a scenario was measured, with this run's settings.
+func (r *report) how(sc string) string {
+	o := r.o
+	d := o.duration.String()
+	switch sc {
+	case "S1":
+		return fmt.Sprintf("GET /small (1 KiB body) for %s at 1 connection (latency) and at 64 (throughput). "+
+			"Added p50 = tunnel p50 − direct p50 of the same round. "+
+			"CPU rows: user+system CPU time of each process during the load (/proc/PID/stat, 10 ms ticks) per request answered.", d)
+	case "S2":
+		return fmt.Sprintf("GET /large (400 KiB response) and POST /upload (400 KiB request body) for %s on 16 connections. "+
+			"MB/s = payload bytes per second / 10^6.", d)
+	case "S3":
+		return fmt.Sprintf("64 WebSocket connections for %s (Go generator, coder/websocket); each sends a 1 KiB binary message and waits for its echo before sending the next. "+
+			"Round trip = send to echo received.", d)
+	case "S4":
+		helpers := s4Helpers(o.s4Clients)
+		sample := fmt.Sprintf("a random sample of %d", o.s4Sample)
+		if o.s4Sample == 0 || o.s4Sample >= o.s4Clients {
+			sample = "every one"
+		}
+		return fmt.Sprintf("A fresh proxy per bus; %d clients (the client library in-process, each with its own in-memory Ed25519 key) in %d helper process(es), at most %d registrations in flight per helper. "+
+			"Registrations/s = clients / (first helper started → last registration seen). "+
+			"Proxy RSS (/proc VmRSS) before the first client and right after the last registration; per client = (after − before) / clients. "+
+			"Then GET /small through %s of the hostnames must answer 200 with the right body, and one ordinary client process is started to read its RSS once registered.",
+			o.s4Clients, helpers, helperParallel, sample)
+	case "S5":
+		return fmt.Sprintf("%d clients in one helper process on the long-lived proxy; GET /small for %s at concurrency 64, cycling through their hostnames. "+
+			"The client CPU row is the whole helper process.", o.s5Clients, d)
+	}
+	return ""
 }
 
 // targetRow is one line of the targets table.

@@ -260,8 +260,21 @@ func (h *harness) s5Once(ctx context.Context, label string, t *tunnel, n int) (*
 	return h.measureHTTP(ctx, label, l, smallBody, map[string][]*proc{"proxy": {t.proxy}, "client": f.procs})
 }
 
+// s4Helpers is how many helper processes S4 spreads n clients over: a
+// few, so that no helper is the bottleneck and none holds too many.
+func s4Helpers(n int) int { return max(1, min(4, (n+499)/500)) }
+
+// s4Memory is a generous estimate of what one idle client costs the proxy
+// and its helper together; S4 is skipped when the machine has less free.
+const s4Memory = 256 << 10
+
 // s4 registers many idle clients on a fresh proxy per bus.
 func (h *harness) s4(ctx context.Context, round int) error {
+	if avail, ok := memAvailable(); ok && avail < int64(h.o.s4Clients)*s4Memory+512<<20 {
+		h.rep.note("S4 round %d skipped: %d clients need about %d MiB, and only %d MiB is available.",
+			round+1, h.o.s4Clients, int64(h.o.s4Clients)*s4Memory>>20, avail>>20)
+		return nil
+	}
 	for _, t := range h.tunnels {
 		label := h.label("S4", fmt.Sprintf("%d clients", h.o.s4Clients), t.mode, round)
 		if err := h.s4Once(ctx, label, round, t); err != nil {
@@ -300,7 +313,7 @@ func (h *harness) s4Once(ctx context.Context, label string, round int, t *tunnel
 	if err != nil {
 		return err
 	}
-	fl, err := h.startFleet("S4", addr, n, min(4, (n+499)/500))
+	fl, err := h.startFleet("S4", addr, n, s4Helpers(n))
 	if err != nil {
 		return err
 	}
