@@ -216,9 +216,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	current.Store(p)
 	var tlsServe *tlsServing
 	if o.tls.on() {
-		var shared autocert.Cache
+		var shared func(prefix string) autocert.Cache // ACME state in Redis
 		if b != nil {
-			shared = b.CertCache("")
+			shared = b.CertCache
 		}
 		if tlsServe, err = o.tls.serving(p, certs, shared, o.publicURL, log); err != nil {
 			p.Shutdown(context.Background())

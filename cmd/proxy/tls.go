@@ -13,12 +13,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/crypto/acme/autocert"
 
+	"github.com/keyhole-tunnel/keyhole/bus/redis"
 	"github.com/keyhole-tunnel/keyhole/proxy"
 )
 
@@ -44,7 +46,7 @@ func (t *tlsOptions) register(fs *flag.FlagSet) {
 	fs.BoolVar(&t.acme, "acme", false, "get a certificate for <domain> and for each connected tunnel from an\nACME CA, validated with TLS-ALPN-01 on --listen-tls or HTTP-01 on\n--listen-http. Accepts the CA's terms of service")
 	fs.StringVar(&t.acmeEmail, "acme-email", "", "contact `address` for the ACME account (optional)")
 	fs.StringVar(&t.acmeDir, "acme-directory", proxy.LetsEncryptURL, "ACME directory `URL`. To try a setup, use Let's Encrypt staging:\n"+proxy.LetsEncryptStagingURL)
-	fs.StringVar(&t.acmeCache, "acme-cache", "", "`directory` for the ACME account key and certificates (default: in Redis\nwith --bus redis://..., else keyhole/acme under the user's cache directory)")
+	fs.StringVar(&t.acmeCache, "acme-cache", "", "`directory` for the ACME account key and certificates, in a subdirectory\nper --acme-directory (default: in Redis with --bus redis://..., else\nkeyhole/acme under the user's cache directory)")
 	fs.BoolVar(&t.hsts, "hsts", false, "send Strict-Transport-Security (max-age one year) on HTTPS responses")
 }
 
@@ -67,6 +69,9 @@ func (t *tlsOptions) check() error {
 		return errors.New("--listen-http redirects to HTTPS and needs --listen-tls")
 	case t.hsts && !t.on():
 		return errors.New("--hsts needs --listen-tls")
+	}
+	if u, err := url.Parse(t.acmeDir); t.acme && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+		return fmt.Errorf("invalid --acme-directory %q: want the CA's https:// directory URL", t.acmeDir)
 	}
 	for name, addr := range map[string]string{"--listen-tls": t.listen, "--listen-http": t.listenHTTP} {
 		if addr == "" {
@@ -118,9 +123,9 @@ type tlsServing struct {
 }
 
 // serving builds the TLS configuration from the certificate files
-// (reloader) or ACME. shared is the bus's certificate cache, when the bus
-// has one.
-func (t *tlsOptions) serving(p *proxy.Proxy, reloader *proxy.CertReloader, shared autocert.Cache, publicURL string, log *slog.Logger) (*tlsServing, error) {
+// (reloader) or ACME. shared makes a certificate cache in the bus, when
+// the bus can hold one.
+func (t *tlsOptions) serving(p *proxy.Proxy, reloader *proxy.CertReloader, shared func(prefix string) autocert.Cache, publicURL string, log *slog.Logger) (*tlsServing, error) {
 	s := &tlsServing{reloader: reloader, log: log}
 	redirect := p.RedirectHTTPS(t.redirectPort(publicURL))
 	if reloader != nil {
@@ -128,9 +133,16 @@ func (t *tlsOptions) serving(p *proxy.Proxy, reloader *proxy.CertReloader, share
 		s.http = redirect
 		return s, nil
 	}
-	cache := shared
-	where := "redis"
-	if t.acmeCache != "" || cache == nil {
+	// autocert serves any valid certificate it finds in its cache, whoever
+	// issued it: each CA gets a namespace of its own, so that moving from
+	// staging to production does not keep serving staging certificates.
+	ns := cacheNamespace(t.acmeDir)
+	var cache autocert.Cache
+	var where string
+	if t.acmeCache == "" && shared != nil {
+		prefix := redis.DefaultCertCachePrefix + ns + ":"
+		cache, where = shared(prefix), "redis "+prefix
+	} else {
 		dir := t.acmeCache
 		if dir == "" {
 			base, err := os.UserCacheDir()
@@ -139,6 +151,7 @@ func (t *tlsOptions) serving(p *proxy.Proxy, reloader *proxy.CertReloader, share
 			}
 			dir = filepath.Join(base, "keyhole", "acme")
 		}
+		dir = filepath.Join(dir, ns)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("acme cache: %w", err)
 		}
@@ -154,6 +167,23 @@ func (t *tlsOptions) serving(p *proxy.Proxy, reloader *proxy.CertReloader, share
 		s.http = p.ACMEChallengeHandler(m, redirect)
 	}
 	return s, nil
+}
+
+// cacheNamespace names an ACME directory in a file or key name:
+// "acme-v02.api.letsencrypt.org-directory" for Let's Encrypt.
+func cacheNamespace(directoryURL string) string {
+	u, err := url.Parse(directoryURL)
+	name := directoryURL
+	if err == nil && u.Host != "" {
+		name = u.Host + u.Path
+	}
+	b := []byte(strings.Trim(name, "/"))
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	return string(b)
 }
 
 // handler wraps the proxy's handler for the HTTPS listener.
