@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -18,6 +19,16 @@ func (c *clientConn) writeLoop() {
 	defer tick.Stop()
 	lastWrite := time.Now()
 	lastRefresh := time.Now()
+	// The registry refresh runs beside the writer, one at a time: a slow or
+	// hung registry must not hold up frames and pings to the client (which
+	// would drop a connection that is fine). It is cancelled, and waited
+	// for, when the writer ends.
+	var refreshing sync.WaitGroup
+	refreshCtx, stopRefresh := context.WithCancel(c.p.ctx)
+	defer refreshing.Wait()
+	defer stopRefresh()
+	refreshIdle := make(chan struct{}, 1)
+	refreshIdle <- struct{}{}
 	for {
 		select {
 		case f := <-c.out:
@@ -60,8 +71,15 @@ func (c *clientConn) writeLoop() {
 			lastWrite = now
 		}
 		if now.Sub(lastRefresh) >= ping {
-			lastRefresh = now
-			c.refresh()
+			select {
+			case <-refreshIdle:
+				lastRefresh = now
+				refreshing.Go(func() {
+					c.refresh(refreshCtx)
+					refreshIdle <- struct{}{}
+				})
+			default: // the last one is still running
+			}
 		}
 		c.sweep(now)
 	}
@@ -76,8 +94,8 @@ func (c *clientConn) write(frame []byte) error {
 // refresh extends the registry entry, claiming it again if it vanished;
 // losing it to another connection means that one took the hostname while
 // we missed its announcement. See announce.
-func (c *clientConn) refresh() {
-	ctx, cancel := context.WithTimeout(c.p.ctx, writeTimeout)
+func (c *clientConn) refresh(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
 	if err := c.announce(ctx); err != nil {
 		c.log.Warn("refresh hostname", "err", err)

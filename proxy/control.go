@@ -108,7 +108,10 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 	}
 	c.log = p.log.With("host", label, "conn", c.holder)
 	c.lastRead.Store(time.Now().UnixNano())
-	if err := p.attach(r.Context(), c); err != nil {
+	actx, cancel := context.WithTimeout(r.Context(), registrationTimeout)
+	err = p.attach(actx, c)
+	cancel()
+	if err != nil {
 		c.log.Error("register hostname", "err", err)
 		ws.Close(websocket.StatusTryAgainLater, "proxy unavailable, try again")
 		return
