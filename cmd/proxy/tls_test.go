@@ -550,3 +550,90 @@ func TestACMESharedRedisCache(t *testing.T) {
 		t.Fatalf("orders after instance B served the name: %q, want still one", orders)
 	}
 }
+
+// TestNginxTLSTermination runs deploy/nginx/keyhole-tls.conf: nginx holds
+// the wildcard certificate and speaks HTTPS and HTTP/2; the proxy serves
+// plain HTTP behind it and, trusting nginx through --trusted-proxies,
+// tells the tunnel's service that the visitor used https.
+func TestNginxTLSTermination(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nginx", "keyhole-tls.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := testcert.NewCA(t)
+	dir := t.TempDir()
+	leaf := ca.Issue(t, time.Time{}, "localhost", "*.localhost")
+	certFile, keyFile := testcert.WriteFiles(t, dir, leaf.CertPEM, leaf.KeyPEM)
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.PEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	proxyPort, httpPort, tlsPort := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+
+	conf := string(b)
+	for _, r := range []struct {
+		old  *regexp.Regexp
+		new  string
+		want int
+	}{
+		{regexp.MustCompile(`(?s)# --- upstream servers[^\n]*\n.*?# --- end of upstream servers ---`), "server 127.0.0.1:" + strconv.Itoa(proxyPort) + ";", 1},
+		{regexp.MustCompile(`listen 80;`), "listen 127.0.0.1:" + strconv.Itoa(httpPort) + ";", 1},
+		{regexp.MustCompile(`listen 443 ssl http2;`), "listen 127.0.0.1:" + strconv.Itoa(tlsPort) + " ssl http2;", 1},
+		{regexp.MustCompile(`ssl_certificate +/etc/keyhole/tls/fullchain.pem;`), "ssl_certificate " + certFile + ";", 1},
+		{regexp.MustCompile(`ssl_certificate_key +/etc/keyhole/tls/privkey.pem;`), "ssl_certificate_key " + keyFile + ";", 1},
+		{regexp.MustCompile(`server_name tunnel\.example\.com \*\.tunnel\.example\.com;`), "server_name localhost *.localhost;", 2},
+	} {
+		if n := len(r.old.FindAllStringIndex(conf, -1)); n != r.want {
+			t.Fatalf("keyhole-tls.conf: %d matches of %s, want %d", n, r.old, r.want)
+		}
+		conf = r.old.ReplaceAllLiteralString(conf, r.new)
+	}
+
+	plain := "127.0.0.1:" + strconv.Itoa(proxyPort)
+	p := startTLSProxy(t, nil, "--listen", plain, "--public-url", "https://localhost:"+strconv.Itoa(tlsPort), "--trusted-proxies", "127.0.0.1")
+	cmdtest.WaitHTTP(t, p, plain)
+	testenv.Nginx(t, conf, tlsPort)
+	tlsAddr := "127.0.0.1:" + strconv.Itoa(tlsPort)
+
+	c := startTLSClient(t, "--proxy", "wss://localhost:"+strconv.Itoa(tlsPort), "--ca", caFile, tlsLocal(t))
+	url := waitTunnelURL(t, c, regexp.MustCompile(`^https://[a-z2-7]{52}\.localhost:`+strconv.Itoa(tlsPort)+`$`))
+	host := hostOf(url)
+	visitor := httpsVia(t, tlsAddr, ca.Pool())
+
+	r := httpsGet(t, visitor, url+"/", "")
+	if r.status != 200 || r.body != "hello "+host+" https" {
+		t.Fatalf("through nginx: %d %q, want the tunnel's answer with X-Forwarded-Proto https", r.status, r.body)
+	}
+	if r.proto != 2 {
+		t.Errorf("HTTP/%d from nginx, want HTTP/2", r.proto)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "wss://"+host+"/ws", &websocket.DialOptions{HTTPClient: visitor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	if err := ws.Write(ctx, websocket.MessageText, []byte("through nginx")); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := ws.Read(ctx); err != nil || string(got) != "through nginx" {
+		t.Fatalf("echo: %q %v", got, err)
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
+
+	req, _ := http.NewRequest("GET", "http://127.0.0.1:"+strconv.Itoa(httpPort)+"/a?b=c", nil)
+	req.Host = strings.Split(host, ":")[0]
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := "https://" + req.Host + "/a?b=c"; resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
+		t.Fatalf("port 80: %d Location %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+}
