@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -106,6 +107,9 @@ func (h *harness) setup(ctx context.Context) error {
 	r := h.rep
 	r.fact("command", "`go run ./bench"+quoteArgs(h.o.args)+"`")
 	r.fact("machine", fmt.Sprintf("%d cores (runtime.NumCPU), %s, %s/%s, %s", runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, memTotal()))
+	if rev := gitRevision(ctx); rev != "" {
+		r.fact("source", rev)
+	}
 	r.fact("load average at start", loadavg())
 
 	self, err := os.Executable()
@@ -486,6 +490,21 @@ func loadavg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ") + " (1, 5, 15 min)"
+}
+
+// gitRevision names the commit the commands are built from, and whether
+// the working tree differs from it, or returns "".
+func gitRevision(ctx context.Context) string {
+	out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	rev := "commit " + strings.TrimSpace(string(out))
+	st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output()
+	if err == nil && len(bytes.TrimSpace(st)) > 0 {
+		rev += " with uncommitted changes to tracked files"
+	}
+	return rev
 }
 
 // memAvailable is MemAvailable from /proc/meminfo, in bytes.
