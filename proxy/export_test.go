@@ -1,0 +1,9 @@
+package proxy
+
+import "time"
+
+// SetChallengeTTL shortens how long a registration challenge stays valid.
+func SetChallengeTTL(c *Config, d time.Duration) { c.challengeTTL = d }
+
+// PublicMessage is the fixed body line of a status the proxy answers itself.
+func PublicMessage(status int) string { return publicMessages[status] }
