@@ -106,7 +106,7 @@ func (c *clientConn) announce(ctx context.Context) error {
 	case err != nil:
 		return err
 	case holder != c.holder:
-		c.replaced()
+		c.replaced(holder)
 	}
 	return nil
 }

@@ -59,6 +59,7 @@ type clientConn struct {
 	pending    map[messages.ID]*exchange
 	gone       bool      // replaced or closing: deliver nothing more
 	replacedAt time.Time // when a newer connection took over
+	successor  string    // the holder that replaced this one, when known
 }
 
 // exchange is an HTTP exchange or WebSocket stream routed to this client.
@@ -239,7 +240,7 @@ func (p *Proxy) attach(ctx context.Context, c *clientConn) error {
 	}
 	p.mu.Unlock()
 	if old != nil {
-		old.replaced()
+		old.replaced(c.holder)
 	}
 	payload := messages.AppendEnvelope(nil, p.instance, c.holder, &messages.Takeover{Hostname: c.label})
 	if _, err := p.publish(ctx, bus.HostTopic(c.label), payload); err != nil {
@@ -305,8 +306,14 @@ func (p *Proxy) onHostMessage(label string, payload []byte) {
 	p.mu.Unlock()
 	if t == messages.TypeTakeover {
 		if c != nil && c.holder != env.Conn {
-			c.replaced()
+			c.replaced(env.Conn)
 		}
+		return
+	}
+	if t == messages.TypeHTTPRequest && c != nil && c.holder != env.Conn && p.ownsConnName(env.Conn) {
+		// For a connection of ours that this one replaced: see
+		// successorFor.
+		c.fromBus(env.ReplyTo, t, env.Frame)
 		return
 	}
 	if c == nil || c.holder != env.Conn {
@@ -343,6 +350,10 @@ func (c *clientConn) fromBus(replyTo string, t messages.Type, frame []byte) {
 	}
 	switch t {
 	case messages.TypeHTTPRequest, messages.TypeWSRequest:
+		if succ := c.successorFor(t); succ != "" {
+			c.p.post(bus.HostTopic(c.label), messages.AppendEnvelopeFrame(nil, replyTo, succ, frame))
+			return
+		}
 		if ok, retry := c.rate.Allow(); !ok {
 			c.p.replyError(replyTo, c.holder, id, messages.CodeRateLimited, uint32(retry/time.Second))
 			return
@@ -460,18 +471,40 @@ func (c *clientConn) publishTo(replyTo string, frame []byte) {
 	}
 }
 
-// replaced is called when a newer connection registered the same key.
-// Nothing new is delivered to c. Exchanges already in flight may finish
-// (a client moving off a draining instance loses none), then c is told why
-// and closed; see writeLoop.
-func (c *clientConn) replaced() {
+// replaced is called when a newer connection, successor ("" if unknown),
+// registered the same key. Nothing new is delivered to c. Exchanges already
+// in flight may finish (a client moving off a draining instance loses
+// none), then c is told why and closed; see writeLoop.
+func (c *clientConn) replaced(successor string) {
 	c.mu.Lock()
 	if !c.gone {
 		c.gone = true
 		c.replacedAt = time.Now()
 	}
+	if c.successor == "" {
+		c.successor = successor
+	}
 	c.mu.Unlock()
 	c.wake()
+}
+
+// successorFor returns the connection that an HTTP request for replaced c
+// should go to instead, or "". Such a request was published by an instance
+// that looked the hostname up just before the takeover: handing it on,
+// rather than answering 502, keeps a client's move (a rolling deploy)
+// from failing requests. It was never delivered to c, so it runs once. A
+// WebSocket is not handed on: the visitor's later frames would still name
+// c.
+func (c *clientConn) successorFor(t messages.Type) string {
+	if t != messages.TypeHTTPRequest {
+		return ""
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.gone {
+		return ""
+	}
+	return c.successor
 }
 
 func (c *clientConn) wake() {

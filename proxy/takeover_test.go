@@ -1,0 +1,107 @@
+package proxy_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyhole-tunnel/keyhole/bus"
+	"github.com/keyhole-tunnel/keyhole/client"
+	"github.com/keyhole-tunnel/keyhole/internal/tunneltest"
+	"github.com/keyhole-tunnel/keyhole/proxy"
+)
+
+// staleRegistry answers every Lookup with the first holder it saw: an
+// instance whose view lags behind a takeover.
+type staleRegistry struct {
+	bus.Registry
+	mu     sync.Mutex
+	holder string
+}
+
+func (r *staleRegistry) Lookup(ctx context.Context, name string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.holder != "" {
+		return r.holder, nil
+	}
+	h, err := r.Registry.Lookup(ctx, name)
+	r.holder = h
+	return h, err
+}
+
+// TestRequestForReplacedConnectionFollowsTheTakeover: a request published
+// for a connection just after a newer one took over (the requester looked
+// the hostname up a moment too early) is handed on to the newer connection
+// instead of failing with 502, while the older one is still finishing its
+// in-flight work, as in a client moving off a draining instance.
+func TestRequestForReplacedConnectionFollowsTheTakeover(t *testing.T) {
+	m := bus.NewMemory()
+	cfg := proxy.Config{Bus: m, Registry: m, Timeout: 5 * time.Second}
+	a := tunneltest.StartProxy(t, cfg)
+	b := tunneltest.StartProxy(t, cfg)
+	stale := &staleRegistry{Registry: m}
+	cfgC := cfg
+	cfgC.Registry = stale
+	c := tunneltest.StartProxy(t, cfgC)
+
+	key := tunneltest.NewKey(t)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(release) })
+	var slowStarted atomic.Bool
+	handler := func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				slowStarted.Store(true)
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			}
+			io.WriteString(w, name)
+		})
+	}
+	first := a.Connect(&client.Client{Key: key, Handler: handler("first")})
+	url := first.URL
+
+	// C learns the first connection, and keeps naming it.
+	if code, body := c.Get(t, url+"/"); code != http.StatusOK || body != "first" {
+		t.Fatalf("via C before the takeover: %d %q", code, body)
+	}
+	// Something in flight keeps the first connection open after the
+	// takeover.
+	slow := make(chan int, 1)
+	go func() {
+		resp, err := a.HTTP.Get(url + "/slow")
+		if err != nil {
+			slow <- 0
+			return
+		}
+		resp.Body.Close()
+		slow <- resp.StatusCode
+	}()
+	tunneltest.Eventually(t, 5*time.Second, "slow request in flight", slowStarted.Load)
+
+	b.Connect(&client.Client{Key: key, Handler: handler("second")})
+	// Through B the newer connection answers at once.
+	tunneltest.Eventually(t, 5*time.Second, "B routes to the second connection", func() bool {
+		code, body := b.Get(t, url+"/")
+		return code == http.StatusOK && body == "second"
+	})
+	// C still names the first connection: its request must be handed on.
+	for range 5 {
+		code, body := c.Get(t, url+"/")
+		if code != http.StatusOK || body != "second" {
+			t.Fatalf("via C with a stale lookup: %d %q, want 200 from the second connection", code, body)
+		}
+	}
+	releaseOnce.Do(func() { close(release) })
+	if code := <-slow; code != http.StatusOK {
+		t.Errorf("request in flight on the replaced connection: %d, want 200", code)
+	}
+}
