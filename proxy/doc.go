@@ -8,4 +8,9 @@
 // Every public request reaches its client through a bus.Bus, even with the
 // in-memory bus, so several instances sharing one bus can each serve any
 // tunnel.
+//
+// For HTTPS, wrap the listener with [TLSConfig] and certificates from
+// [LoadCertFiles] (a wildcard, reloaded by [CertReloader]) or from
+// [Proxy.ACMEManager], whose host policy admits only the apex and the
+// hostnames currently registered.
 package proxy
