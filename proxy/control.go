@@ -109,6 +109,17 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 	}
 	c.log = p.log.With("host", label, "conn", c.holder)
 	c.lastRead.Store(time.Now().UnixNano())
+	// Queued before attach: once the registry names c, requests may be
+	// queued for it, and the client must hear this first. If attach fails
+	// it is never sent.
+	resp := &messages.RegistrationResponse{
+		Hostname:      label + "." + p.cfg.Domain,
+		URL:           p.cfg.tunnelURL(label),
+		PingMillis:    uint32(p.cfg.Ping / time.Millisecond),
+		MaxBody:       uint32(p.cfg.MaxBody),
+		TimeoutMillis: uint32(p.cfg.Timeout / time.Millisecond),
+	}
+	c.out <- messages.Encode(resp)
 	actx, cancel := context.WithTimeout(r.Context(), registrationTimeout)
 	err = p.attach(actx, c)
 	cancel()
@@ -119,14 +130,6 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 	}
 	// Room for the largest body plus headers and framing.
 	ws.SetReadLimit(int64(p.cfg.MaxBody) + maxHeaderBytes + 4096)
-	resp := &messages.RegistrationResponse{
-		Hostname:      label + "." + p.cfg.Domain,
-		URL:           p.cfg.tunnelURL(label),
-		PingMillis:    uint32(p.cfg.Ping / time.Millisecond),
-		MaxBody:       uint32(p.cfg.MaxBody),
-		TimeoutMillis: uint32(p.cfg.Timeout / time.Millisecond),
-	}
-	c.out <- messages.Encode(resp)
 	c.log.Info("client registered", "remote", r.RemoteAddr, "token", reg.Claims.Token != "")
 	p.metrics.clientConnected(1)
 	defer p.metrics.clientConnected(-1)
@@ -225,7 +228,15 @@ func (p *Proxy) attach(ctx context.Context, c *clientConn) error {
 		}
 		sub = s
 	}
+	// Routable before the registry names it: a request published for c
+	// as soon as the claim is visible must find it.
+	p.mu.Lock()
+	p.conns[c.holder] = c
+	p.mu.Unlock()
 	if err := p.reg.Claim(ctx, c.label, c.holder, p.registryTTL()); err != nil {
+		p.mu.Lock()
+		delete(p.conns, c.holder)
+		p.mu.Unlock()
 		if sub != nil {
 			sub.Unsubscribe(context.WithoutCancel(ctx))
 		}
@@ -255,6 +266,7 @@ func (p *Proxy) detach(c *clientConn) {
 	p.regMu.Lock()
 	defer p.regMu.Unlock()
 	p.mu.Lock()
+	delete(p.conns, c.holder)
 	e := p.hosts[c.label]
 	mine := e != nil && e.conn == c
 	if mine {
@@ -298,25 +310,23 @@ func (p *Proxy) onHostMessage(label string, payload []byte) {
 	if err != nil {
 		return
 	}
+	// A frame goes to the connection it names, current or replaced (a
+	// replaced one finishes its exchanges and streams, and hands new
+	// requests to its successor; see fromBus).
 	p.mu.Lock()
-	var c *clientConn
+	var cur *clientConn
 	if e := p.hosts[label]; e != nil {
-		c = e.conn
+		cur = e.conn
 	}
+	c := p.conns[env.Conn]
 	p.mu.Unlock()
 	if t == messages.TypeTakeover {
-		if c != nil && c.holder != env.Conn {
-			c.replaced(env.Conn)
+		if cur != nil && cur.holder != env.Conn {
+			cur.replaced(env.Conn)
 		}
 		return
 	}
-	if t == messages.TypeHTTPRequest && c != nil && c.holder != env.Conn && p.ownsConnName(env.Conn) {
-		// For a connection of ours that this one replaced: see
-		// successorFor.
-		c.fromBus(env.ReplyTo, t, env.Frame)
-		return
-	}
-	if c == nil || c.holder != env.Conn {
+	if c == nil || c.label != label {
 		// The requester's view of the registry is stale: the connection it
 		// named was ours and is gone. Answer at once rather than let it
 		// time out. A connection of another instance is that instance's to

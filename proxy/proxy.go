@@ -233,8 +233,8 @@ func (p *Proxy) pendingCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := len(p.waiters)
-	for _, h := range p.hosts {
-		n += h.conn.pendingCount()
+	for _, c := range p.conns { // replaced ones, still finishing, included
+		n += c.pendingCount()
 	}
 	return n
 }

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -15,28 +15,50 @@ import (
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
-// streamQueue bounds the frames waiting for one public WebSocket. A stream
-// whose visitor reads too slowly overflows it and fails alone.
-const streamQueue = 64
+// Each stream's queue is bounded in messages and in bytes. The byte bound
+// is what matters: a burst of small messages for a healthy visitor (one
+// whose pump was not scheduled for a moment) fits easily, while a stalled
+// visitor pins at most streamQueueBytes, or one message when the queue is
+// empty. A stream that overflows its queue fails alone.
+const (
+	streamQueue      = 4096
+	streamQueueBytes = 4 << 20
+)
 
 // wsStream receives the frames from the client for one public WebSocket.
 type wsStream struct {
-	q        chan []byte
-	overflow chan struct{}
-	once     sync.Once
+	q      chan []byte
+	queued atomic.Int64 // bytes in q
+	// overflowed ends when the queue overflows. The stream has then lost a
+	// message and must fail at once: a write to the visitor in progress is
+	// abandoned rather than waited out.
+	overflowed context.Context
+	overflow   context.CancelFunc
 }
 
 func newWSStream() *wsStream {
-	return &wsStream{q: make(chan []byte, streamQueue), overflow: make(chan struct{})}
+	s := &wsStream{q: make(chan []byte, streamQueue)}
+	s.overflowed, s.overflow = context.WithCancel(context.Background())
+	return s
 }
 
 func (s *wsStream) deliver(frame []byte) {
+	n := int64(len(frame))
+	if q := s.queued.Add(n); q > streamQueueBytes && q != n {
+		s.queued.Add(-n)
+		s.overflow()
+		return
+	}
 	select {
 	case s.q <- frame:
 	default:
-		s.once.Do(func() { close(s.overflow) })
+		s.queued.Add(-n)
+		s.overflow()
 	}
 }
+
+// took accounts for a frame the consumer received from s.q.
+func (s *wsStream) took(frame []byte) { s.queued.Add(-int64(len(frame))) }
 
 func isWebSocketUpgrade(r *http.Request) bool {
 	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
@@ -92,6 +114,7 @@ func (p *Proxy) serveWebSocket(w http.ResponseWriter, r *http.Request, label str
 	var frame []byte
 	select {
 	case frame = <-st.q:
+		st.took(frame)
 	case <-timer.C:
 		p.cancelExchange(label, holder, req.ID)
 		publicError(w, http.StatusGatewayTimeout)
@@ -180,27 +203,26 @@ func (p *Proxy) sendStream(label, holder string, m messages.Message) error {
 	return err
 }
 
+// errTunnelGone ends a visitor's reads when the client cannot be reached.
+var errTunnelGone = errors.New("tunnel unreachable")
+
 // pumpStream carries one public WebSocket until either end closes it.
-// The visitor's messages are read here and published to the client; the
-// client's arrive on st and are written by this goroutine.
+// A second goroutine reads the visitor's messages and publishes them to the
+// client; the client's arrive on st and are written here. Only this
+// goroutine tells the client how the stream ended, so that a socket this
+// side closed (a stalled write) is not reported as the visitor's doing,
+// and a visitor's close is not reported as a stall.
 func (p *Proxy) pumpStream(conn *websocket.Conn, st *wsStream, label, holder string, id messages.ID) {
 	conn.SetReadLimit(int64(p.cfg.MaxBody))
 	ctx, cancel := context.WithCancel(p.ctx)
 	defer cancel()
 
-	// closedHere is set when this side closes the public socket because
-	// the tunnel said so; the client then needs no teardown from us.
-	var closedHere sync.Once
-	readDone := make(chan struct{})
+	readErr := make(chan error, 1)
 	go func() {
-		defer close(readDone)
 		for {
 			typ, data, err := conn.Read(ctx)
 			if err != nil {
-				code, reason := visitorClose(err)
-				closedHere.Do(func() {
-					p.sendStream(label, holder, &messages.WSTeardown{ID: id, Code: uint16(code), Reason: reason})
-				})
+				readErr <- err
 				return
 			}
 			op := messages.OpBinary
@@ -208,36 +230,49 @@ func (p *Proxy) pumpStream(conn *websocket.Conn, st *wsStream, label, holder str
 				op = messages.OpText
 			}
 			if err := p.sendStream(label, holder, &messages.WSMessage{ID: id, Opcode: op, Data: data}); err != nil {
-				closedHere.Do(func() {}) // the client is unreachable
-				conn.Close(websocket.StatusCode(1014), "tunnel offline")
+				readErr <- errTunnelGone
 				return
 			}
 		}
 	}()
 
-	closeBoth := func(code websocket.StatusCode, reason string) {
-		closedHere.Do(func() {
-			p.sendStream(label, holder, &messages.WSTeardown{ID: id, Code: uint16(code), Reason: reason})
-		})
+	teardown := func(code websocket.StatusCode, reason string) {
+		p.sendStream(label, holder, &messages.WSTeardown{ID: id, Code: uint16(code), Reason: reason})
+	}
+	// visitorDone reports why the reader stopped.
+	visitorDone := func(err error) {
+		if errors.Is(err, errTunnelGone) {
+			conn.Close(websocket.StatusBadGateway, "tunnel offline")
+			return
+		}
+		teardown(visitorClose(err))
+		conn.CloseNow()
+	}
+	// end closes the public socket, telling the client first when it does
+	// not already know, and waits for the reader.
+	end := func(code websocket.StatusCode, reason string, tellClient bool) {
+		if tellClient {
+			teardown(code, reason)
+		}
 		conn.Close(code, reason)
+		<-readErr
 	}
 	for {
 		select {
-		case <-readDone:
+		case err := <-readErr:
+			visitorDone(err)
 			return
-		case <-st.overflow:
-			closeBoth(websocket.StatusPolicyViolation, "visitor reads too slowly")
-			<-readDone
+		case <-st.overflowed.Done():
+			end(websocket.StatusPolicyViolation, "visitor reads too slowly", true)
 			return
 		case <-p.ctx.Done():
-			closeBoth(websocket.StatusGoingAway, "proxy shutting down")
-			<-readDone
+			end(websocket.StatusGoingAway, "proxy shutting down", true)
 			return
 		case frame := <-st.q:
+			st.took(frame)
 			m, err := messages.Decode(frame)
 			if err != nil {
-				closeBoth(websocket.StatusInternalError, "tunnel error")
-				<-readDone
+				end(websocket.StatusInternalError, "tunnel error", true)
 				return
 			}
 			switch m := m.(type) {
@@ -247,25 +282,35 @@ func (p *Proxy) pumpStream(conn *websocket.Conn, st *wsStream, label, holder str
 					typ = websocket.MessageText
 				}
 				wctx, wcancel := context.WithTimeout(ctx, p.cfg.StreamWriteTimeout)
+				stop := context.AfterFunc(st.overflowed, wcancel)
 				err := conn.Write(wctx, typ, m.Data)
+				stalled := errors.Is(wctx.Err(), context.DeadlineExceeded) || st.overflowed.Err() != nil
+				stop()
 				wcancel()
-				if err != nil {
-					// A visitor that accepts nothing for the write timeout
-					// fails its own stream only.
-					closeBoth(websocket.StatusPolicyViolation, "visitor reads too slowly")
-					<-readDone
+				switch {
+				case err == nil:
+				case stalled:
+					// A visitor that accepts nothing for the write timeout,
+					// or lets its queue overflow meanwhile, fails its own
+					// stream only.
+					end(websocket.StatusPolicyViolation, "visitor reads too slowly", true)
+					return
+				case p.ctx.Err() != nil:
+					end(websocket.StatusGoingAway, "proxy shutting down", true)
+					return
+				default:
+					// The socket closed under the write: the reader knows
+					// why.
+					conn.CloseNow()
+					visitorDone(<-readErr)
 					return
 				}
 			case *messages.WSTeardown:
-				closedHere.Do(func() {})
-				conn.Close(tunnelCloseCode(m.Code), m.Reason)
-				<-readDone
+				end(tunnelCloseCode(m.Code), m.Reason, false)
 				return
 			case *messages.Error:
 				// The client dropped: 1014, bad gateway.
-				closedHere.Do(func() {})
-				conn.Close(websocket.StatusCode(1014), "tunnel offline")
-				<-readDone
+				end(websocket.StatusBadGateway, "tunnel offline", false)
 				return
 			}
 		}
