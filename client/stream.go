@@ -5,7 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -13,27 +13,56 @@ import (
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
-// streamQueue bounds the messages waiting for one local WebSocket; a local
-// service that reads too slowly overflows it and fails only its stream.
-const streamQueue = 64
+// Each stream's queue is bounded in messages and in bytes. The byte bound
+// is what matters: a burst of small messages for a healthy local service
+// fits easily, while a stalled one pins at most streamQueueBytes, or one
+// message when the queue is empty. A local service that reads too slowly
+// overflows the queue and fails only its stream.
+const (
+	streamQueue      = 4096
+	streamQueueBytes = 4 << 20
+)
 
 // localStream receives the proxy's frames for one WebSocket stream.
 type localStream struct {
-	q        chan messages.Message
-	overflow chan struct{}
-	once     sync.Once
+	q      chan messages.Message
+	queued atomic.Int64 // bytes of message data in q
+	// overflowed ends when the queue overflows. The stream has then lost a
+	// message and must fail at once: a write to the local service in
+	// progress is abandoned rather than waited out.
+	overflowed context.Context
+	overflow   context.CancelFunc
 }
 
 func newLocalStream() *localStream {
-	return &localStream{q: make(chan messages.Message, streamQueue), overflow: make(chan struct{})}
+	st := &localStream{q: make(chan messages.Message, streamQueue)}
+	st.overflowed, st.overflow = context.WithCancel(context.Background())
+	return st
 }
 
 func (st *localStream) deliver(m messages.Message) {
+	n := msgSize(m)
+	if q := st.queued.Add(n); q > streamQueueBytes && q != n {
+		st.queued.Add(-n)
+		st.overflow()
+		return
+	}
 	select {
 	case st.q <- m:
 	default:
-		st.once.Do(func() { close(st.overflow) })
+		st.queued.Add(-n)
+		st.overflow()
 	}
+}
+
+// took accounts for a message the consumer received from st.q.
+func (st *localStream) took(m messages.Message) { st.queued.Add(-msgSize(m)) }
+
+func msgSize(m messages.Message) int64 {
+	if m, ok := m.(*messages.WSMessage); ok {
+		return int64(len(m.Data))
+	}
+	return 0
 }
 
 // handshakeHeaders belong to one leg's upgrade handshake.
@@ -120,24 +149,22 @@ func (s *session) dialStream(ctx context.Context, m *messages.WSRequest, st *loc
 	return http.StatusSwitchingProtocols
 }
 
-// pump carries one stream: the local service's messages are read here and
-// sent to the proxy; the proxy's arrive on st and are written by this
-// goroutine.
+// pump carries one stream: a second goroutine reads the local service's
+// messages and sends them to the proxy; the proxy's arrive on st and are
+// written here. Only this goroutine tells the proxy how the stream ended,
+// so that a socket this side closed (a stalled write) is not reported as
+// the local service's doing, and the local service's close is not
+// reported as a stall.
 func (s *session) pump(ctx context.Context, conn *websocket.Conn, st *localStream, id messages.ID) {
 	conn.SetReadLimit(int64(s.reg.MaxBody))
 	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
-	var told sync.Once // the proxy has been sent, or has sent, the teardown
-	teardown := func(code websocket.StatusCode, reason string) {
-		told.Do(func() { s.send(&messages.WSTeardown{ID: id, Code: uint16(code), Reason: reason}) })
-	}
-	readDone := make(chan struct{})
+	readErr := make(chan error, 1)
 	go func() {
-		defer close(readDone)
 		for {
 			typ, data, err := conn.Read(rctx)
 			if err != nil {
-				teardown(localClose(err))
+				readErr <- err
 				return
 			}
 			op := messages.OpBinary
@@ -145,28 +172,41 @@ func (s *session) pump(ctx context.Context, conn *websocket.Conn, st *localStrea
 				op = messages.OpText
 			}
 			if !s.send(&messages.WSMessage{ID: id, Opcode: op, Data: data}) {
+				readErr <- ctx.Err() // the session is over
 				return
 			}
 		}
 	}()
+	teardown := func(code websocket.StatusCode, reason string) {
+		s.send(&messages.WSTeardown{ID: id, Code: uint16(code), Reason: reason})
+	}
+	// localDone reports why the reader stopped, unless the tunnel is
+	// closing or the proxy dropped the stream.
+	localDone := func(err error) {
+		if ctx.Err() == nil {
+			teardown(localClose(err))
+		}
+		conn.CloseNow()
+	}
 	finish := func(code websocket.StatusCode, reason string) {
 		conn.Close(code, reason)
-		<-readDone
+		<-readErr
 	}
 	for {
 		select {
-		case <-readDone:
+		case err := <-readErr:
+			localDone(err)
 			return
-		case <-st.overflow:
+		case <-st.overflowed.Done():
 			teardown(websocket.StatusPolicyViolation, "local service reads too slowly")
 			finish(websocket.StatusPolicyViolation, "reading too slowly")
 			return
 		case <-ctx.Done():
 			// The tunnel is closing or the proxy dropped the stream.
-			told.Do(func() {})
 			finish(websocket.StatusGoingAway, "tunnel closed")
 			return
 		case m := <-st.q:
+			st.took(m)
 			switch m := m.(type) {
 			case *messages.WSMessage:
 				typ := websocket.MessageBinary
@@ -174,15 +214,25 @@ func (s *session) pump(ctx context.Context, conn *websocket.Conn, st *localStrea
 					typ = websocket.MessageText
 				}
 				wctx, wcancel := context.WithTimeout(ctx, writeTimeout)
+				stop := context.AfterFunc(st.overflowed, wcancel)
 				err := conn.Write(wctx, typ, m.Data)
+				stalled := errors.Is(wctx.Err(), context.DeadlineExceeded) || st.overflowed.Err() != nil
+				stop()
 				wcancel()
-				if err != nil {
+				switch {
+				case err == nil:
+				case stalled:
 					teardown(websocket.StatusPolicyViolation, "local service reads too slowly")
 					finish(websocket.StatusPolicyViolation, "reading too slowly")
 					return
+				default:
+					// The socket closed under the write (or the tunnel is
+					// closing): the reader knows why.
+					conn.CloseNow()
+					localDone(<-readErr)
+					return
 				}
 			case *messages.WSTeardown:
-				told.Do(func() {})
 				finish(wireCloseCode(m.Code), m.Reason)
 				return
 			}
