@@ -196,6 +196,10 @@ func (r *runner) close() {
 	if t, ok := r.dialHTTP.Transport.(*http.Transport); ok {
 		t.CloseIdleConnections()
 	}
+	if r.listener != nil {
+		// Upgraded connections outlive the server; end what is left.
+		r.listener.closeAll()
+	}
 }
 
 // newTransport returns a keep-alive transport for the local service. It
