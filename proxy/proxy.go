@@ -51,6 +51,7 @@ type Proxy struct {
 	mu       sync.Mutex
 	waiters  map[messages.ID]waiter // exchanges this instance started
 	hosts    map[string]*hostEntry  // hostnames whose client this instance holds
+	conns    map[string]*clientConn // every client connection attached here, by holder
 	draining bool
 }
 
@@ -75,6 +76,7 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 		log:      cfg.Logger,
 		waiters:  make(map[messages.ID]waiter),
 		hosts:    make(map[string]*hostEntry),
+		conns:    make(map[string]*clientConn),
 	}
 	if p.bus == nil {
 		m := bus.NewMemory()
