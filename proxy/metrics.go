@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -154,5 +155,44 @@ func (m *metrics) published(n int, err error) {
 func (m *metrics) drop(r dropReason) {
 	if m != nil {
 		m.dropped[r].Inc()
+	}
+}
+
+// statusRecorder counts a public WebSocket handshake by the status it
+// answered, and the stream as open from the 101 until done. coder/websocket
+// finds the Hijacker through Unwrap.
+type statusRecorder struct {
+	http.ResponseWriter
+	m      *metrics
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+		s.m.request(code, 0)
+		if code == http.StatusSwitchingProtocols {
+			s.m.streams.Inc()
+		}
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.WriteHeader(http.StatusOK)
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// done runs once the handler has returned, and the stream with it.
+func (s *statusRecorder) done() {
+	switch s.status {
+	case 0: // the caller left before any answer
+		s.m.request(499, 0)
+	case http.StatusSwitchingProtocols:
+		s.m.streams.Dec()
 	}
 }

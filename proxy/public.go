@@ -30,7 +30,13 @@ func (w httpWaiter) deliver(frame []byte) {
 // the client's, or the proxy's own 4xx/5xx.
 func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, host, label string) {
 	if isWebSocketUpgrade(r) {
-		p.serveWebSocket(w, r, label)
+		if p.metrics == nil {
+			p.serveWebSocket(w, r, label)
+			return
+		}
+		rec := &statusRecorder{ResponseWriter: w, m: p.metrics}
+		p.serveWebSocket(rec, r, label)
+		rec.done()
 		return
 	}
 	start := time.Now()

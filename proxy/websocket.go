@@ -196,7 +196,7 @@ func (p *Proxy) sendStream(label, holder string, m messages.Message) error {
 	ctx, cancel := context.WithTimeout(p.ctx, writeTimeout)
 	defer cancel()
 	payload := messages.AppendEnvelope(nil, p.instance, holder, m)
-	n, err := p.bus.Publish(ctx, bus.HostTopic(label), payload)
+	n, err := p.publish(ctx, bus.HostTopic(label), payload)
 	if err == nil && n == 0 {
 		err = errors.New("no receiver")
 	}
@@ -263,6 +263,7 @@ func (p *Proxy) pumpStream(conn *websocket.Conn, st *wsStream, label, holder str
 			visitorDone(err)
 			return
 		case <-st.overflowed.Done():
+			p.metrics.drop(dropStreamQueue)
 			end(websocket.StatusPolicyViolation, "visitor reads too slowly", true)
 			return
 		case <-p.ctx.Done():
