@@ -349,7 +349,7 @@ func (r *report) evaluateTargets() {
 				met = fmt.Sprintf("not tried (--s4-clients %d)", r.o.s4Clients)
 			}
 			r.targets = append(r.targets, targetRow{"S4", "10,000 clients on one proxy, all reachable", modeLabel[m],
-				fmt.Sprintf("%s registered, %s%% of sample answered", num(n.min), num(ok.min)), met})
+				fmt.Sprintf("%s registered, %s%% of the checked hostnames answered", num(n.min), num(ok.min)), met})
 		}
 	}
 	slices.SortStableFunc(r.targets, func(a, b targetRow) int { return strings.Compare(a.scenario, b.scenario) })
