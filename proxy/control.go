@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -27,8 +29,10 @@ const (
 	StatusReplaced websocket.StatusCode = 4000
 )
 
-// registrationReadLimit lets an oversized registration be read and refused
-// with a reason instead of tripping the websocket's own limit.
+// registrationReadLimit bounds what is read of the first message. Anything
+// larger is refused with a policy violation and a reason, like any
+// oversized registration, rather than tripping the websocket's own limit
+// (1009, which a client would not take as a refusal).
 const registrationReadLimit = 4 * messages.MaxJWS
 
 // hostEntry is a hostname whose client this instance holds.
@@ -91,7 +95,7 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Accept wrote the HTTP error
 	}
-	ws.SetReadLimit(registrationReadLimit)
+	ws.SetReadLimit(-1) // register reads at most registrationReadLimit
 	label, reg, ok := p.register(r.Context(), ws)
 	if !ok {
 		return
@@ -164,13 +168,22 @@ func (p *Proxy) register(ctx context.Context, ws *websocket.Conn) (string, *mess
 		ws.Close(websocket.StatusPolicyViolation, closeReason(reason))
 		return "", nil, false
 	}
-	typ, data, err := ws.Read(ctx)
+	typ, rd, err := ws.Reader(ctx)
 	if err != nil {
 		ws.CloseNow()
 		return "", nil, false
 	}
 	if typ != websocket.MessageBinary {
 		return refuse("registration required before any other message")
+	}
+	data, err := io.ReadAll(io.LimitReader(rd, registrationReadLimit+1))
+	if err != nil {
+		ws.CloseNow()
+		return "", nil, false
+	}
+	if len(data) > registrationReadLimit {
+		// Close discards the rest of the message unread.
+		return refuse(fmt.Sprintf("registration refused: registration larger than %d bytes", messages.MaxJWS))
 	}
 	m, err := messages.Decode(data)
 	if errors.Is(err, messages.ErrVersion) {
