@@ -82,6 +82,10 @@ func TestRegistrationRefused(t *testing.T) {
 		{name: "JWS of 20 KB", reason: "larger than 8192 bytes", frame: func(ch messages.Challenge) []byte {
 			return registration(sizedJWS(t, ed, ch, 20<<10))
 		}},
+		// Larger than the websocket's registration read limit, too.
+		{name: "JWS of 100 KB", reason: "larger than 8192 bytes", frame: func(ch messages.Challenge) []byte {
+			return registration(sizedJWS(t, ed, ch, 100<<10))
+		}},
 		{name: "bad signature", reason: "bad signature", frame: func(ch messages.Challenge) []byte {
 			jws := good(ch)
 			i := strings.LastIndexByte(jws, '.')
