@@ -18,6 +18,13 @@ const (
 	handshakeTimeout = 10 * time.Second
 	writeTimeout     = 10 * time.Second
 	outQueue         = 1024
+	// outQueueBytes bounds the bytes waiting to be written to the proxy.
+	// Every exchange and stream shares the link, and whatever waits here
+	// delays everyone's next frame: a local service flooding a visitor who
+	// stopped reading must not put megabytes ahead of another stream's
+	// messages or an HTTP response. (1024 frames alone allowed 1024 x
+	// max_body.)
+	outQueueBytes = 1 << 20
 	// maxConcurrent bounds the requests and streams served at once on one
 	// connection; more are answered with CodeOverloaded.
 	maxConcurrent = 1024
@@ -35,6 +42,7 @@ type session struct {
 	registered bool
 	reg        messages.RegistrationResponse
 	out        chan []byte
+	outBytes   budget // bytes in out
 	lastRead   atomic.Int64
 	slots      chan struct{}
 
@@ -54,7 +62,8 @@ type task struct {
 
 func (r *runner) newSession() *session {
 	return &session{r: r, log: r.log, started: time.Now(), out: make(chan []byte, outQueue),
-		slots: make(chan struct{}, maxConcurrent), tasks: make(map[messages.ID]*task)}
+		outBytes: budget{limit: outQueueBytes},
+		slots:    make(chan struct{}, maxConcurrent), tasks: make(map[messages.ID]*task)}
 }
 
 // run dials, registers and serves until the connection ends. It signals
@@ -181,7 +190,9 @@ func (s *session) writeLoop() error {
 	for {
 		select {
 		case f := <-s.out:
-			if err := s.write(f); err != nil {
+			err := s.write(f)
+			s.outBytes.release(len(f))
+			if err != nil {
 				s.ws.CloseNow()
 				return fmt.Errorf("write: %w", err)
 			}
@@ -215,10 +226,15 @@ func (s *session) write(frame []byte) error {
 // send queues a frame for the proxy, waiting while the queue is full: the
 // link to the proxy is the bottleneck every task shares.
 func (s *session) send(m messages.Message) bool {
+	f := messages.Encode(m)
+	if !s.outBytes.acquire(s.ctx, len(f)) {
+		return false
+	}
 	select {
-	case s.out <- messages.Encode(m):
+	case s.out <- f:
 		return true
 	case <-s.ctx.Done():
+		s.outBytes.release(len(f))
 		return false
 	}
 }
