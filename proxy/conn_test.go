@@ -173,6 +173,17 @@ func TestUnknownIDClosesConnection(t *testing.T) {
 		})
 	}
 
+	// An ID the connection owns, answered with a message of the wrong
+	// kind: the connection is closed and the caller gets 502.
+	t.Run("WSResponse for an HTTP request", func(t *testing.T) {
+		rc := dialRaw(t, env).register(tunneltest.NewKey(t))
+		ch := goDo(env, rc.request(http.MethodGet, "/", nil))
+		req := rc.nextRequest()
+		rc.send(&messages.WSResponse{ID: req.ID, Status: 101})
+		wantClose(t, rc.closed(10*time.Second), websocket.StatusPolicyViolation, "does not own")
+		wantPublicError(t, await(t, ch, 10*time.Second), http.StatusBadGateway)
+	})
+
 	// Answering the same ID twice: the first answer is delivered, the
 	// second is for an ID the connection no longer owns.
 	t.Run("duplicate answer", func(t *testing.T) {

@@ -79,6 +79,24 @@ func TestPendingWhenClientDrops502(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("pending requests answered %v after the client dropped; want well under the %v timeout", took, timeout)
 	}
+
+	// A connection that vanishes without a close frame is no different.
+	t.Run("connection cut", func(t *testing.T) {
+		rc := dialRaw(t, env).register(tunneltest.NewKey(t))
+		var pending []<-chan result
+		for range 3 {
+			pending = append(pending, goDo(env, rc.request(http.MethodGet, "/block", nil)))
+			rc.nextRequest()
+		}
+		start := time.Now()
+		rc.ws.CloseNow()
+		for _, ch := range pending {
+			wantPublicError(t, await(t, ch, 10*time.Second), http.StatusBadGateway)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("pending requests answered %v after the connection was cut", took)
+		}
+	})
 }
 
 func TestTimeout504(t *testing.T) {
