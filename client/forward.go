@@ -61,6 +61,12 @@ func (s *session) roundTrip(ctx context.Context, m *messages.HTTPRequest) (int, 
 	}
 	h := messages.Header(resp.Header)
 	messages.RemoveHopByHop(h)
+	if headerBytes(h) > maxHeaderBytes {
+		// A frame past the proxy's read limit would end the whole
+		// connection; fail only this exchange.
+		s.log.Warn("response headers over the proxy's limit", "limit", limiter.Size(maxHeaderBytes))
+		return 502, messages.CodeTooLarge
+	}
 	if !s.send(&messages.HTTPResponse{ID: m.ID, Status: uint16(resp.StatusCode), Header: h, Body: body}) {
 		return 0, 0
 	}
@@ -117,4 +123,19 @@ func joinURL(base *url.URL, uri string) (*url.URL, error) {
 func pathOf(uri string) string {
 	p, _, _ := strings.Cut(uri, "?")
 	return p
+}
+
+// maxHeaderBytes is the header block a frame may carry besides its body;
+// see "Limits" in docs/PROTOCOL.md.
+const maxHeaderBytes = 64 << 10
+
+// headerBytes is the size of h as a header block on the wire.
+func headerBytes(h messages.Header) int {
+	n := 4
+	for k, vs := range h {
+		for _, v := range vs {
+			n += 8 + len(k) + len(v)
+		}
+	}
+	return n
 }
