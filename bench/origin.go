@@ -38,7 +38,7 @@ func pattern(n int) []byte {
 
 // originMain is the hidden "origin" subcommand: the service behind the
 // tunnel. It prints "listening ADDR" on stdout once it accepts connections
-// and serves until ctx ends.
+// and serves until ctx ends or --lifetime passes.
 //
 //	GET  /small   1 KiB
 //	GET  /large   400 KiB
@@ -48,9 +48,12 @@ func originMain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("bench origin", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "`address` to listen on")
+	lifetime := fs.Duration("lifetime", 2*time.Hour, "exit after this long even if never stopped")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, *lifetime)
+	defer cancel()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("origin: %w", err)
