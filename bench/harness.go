@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -389,170 +387,6 @@ func (h *harness) targets() []target {
 			cpu: map[string][]*proc{"proxy": {t.proxy}, "client": {t.client}, "origin": {h.originP}}})
 	}
 	return ts
-}
-
-// fleet is a set of "clients" helper processes and what they reported.
-type fleet struct {
-	procs []*proc
-	mu    sync.Mutex
-	hosts []string
-	seen  map[string]bool
-	first time.Time // the first "start" line
-	last  time.Time // the newest first registration
-	errs  []string
-}
-
-// helperParallel bounds the registrations in flight in one helper.
-const helperParallel = 32
-
-// startFleet starts n in-process clients against proxyAddr, split over
-// helpers processes.
-func (h *harness) startFleet(name, proxyAddr string, n, helpers int) (*fleet, error) {
-	f := &fleet{seen: map[string]bool{}}
-	helpers = max(1, min(helpers, n))
-	for i := range helpers {
-		share := n / helpers
-		if i < n%helpers {
-			share++
-		}
-		p, err := h.procs.start(fmt.Sprintf("%s helper %d", name, i+1), h.selfBin, []string{"clients",
-			"--n", strconv.Itoa(share), "--proxy", "ws://" + proxyAddr, "--target", "http://" + h.origin,
-			"--parallel", strconv.Itoa(helperParallel), "--log-level", h.o.logLevel}, f.onLine)
-		if err != nil {
-			f.stop(h.procs)
-			return nil, err
-		}
-		f.procs = append(f.procs, p)
-	}
-	return f, nil
-}
-
-func (f *fleet) onLine(line string) {
-	now := time.Now()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	switch {
-	case strings.HasPrefix(line, "start "):
-		if f.first.IsZero() {
-			f.first = now
-		}
-	case strings.HasPrefix(line, "registered "):
-		host, err := hostOf(strings.TrimPrefix(line, "registered "))
-		if err == nil && !f.seen[host] {
-			f.seen[host] = true
-			f.hosts = append(f.hosts, host)
-			f.last = now
-		}
-	case strings.HasPrefix(line, "error "):
-		if len(f.errs) < 5 {
-			f.errs = append(f.errs, line)
-		}
-	}
-}
-
-func (f *fleet) registered() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.hosts)
-}
-
-// wait waits until n clients have registered.
-func (f *fleet) wait(ctx context.Context, n int, timeout time.Duration) error {
-	err := waitFor(ctx, timeout, fmt.Sprintf("%d clients to register", n), f.procs, func() bool { return f.registered() >= n })
-	if err != nil {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		err = fmt.Errorf("%w (%d registered; helper errors: %s)", err, len(f.hosts), strings.Join(f.errs, "; "))
-	}
-	return err
-}
-
-func (f *fleet) stop(ps *procSet) {
-	var wg sync.WaitGroup
-	for _, p := range f.procs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.stop()
-		}()
-	}
-	wg.Wait()
-	ps.forget(f.procs...)
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ") + " (1, 5, 15 min)"
-}
-
-// gitRevision names the commit the commands are built from, and whether
-// the working tree differs from it, or returns "".
-func gitRevision(ctx context.Context) string {
-	out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return ""
-	}
-	rev := "commit " + strings.TrimSpace(string(out))
-	st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output()
-	if err == nil && len(bytes.TrimSpace(st)) > 0 {
-		rev += " with uncommitted changes to tracked files"
-	}
-	return rev
-}
-
-// memAvailable is MemAvailable from /proc/meminfo, in bytes.
-func memAvailable() (int64, bool) {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, false
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
-			if f := strings.Fields(rest); len(f) > 0 {
-				if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-					return kb << 10, true
-				}
-			}
-		}
-	}
-	return 0, false
-}
-
-func memTotal() string {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return "memory unknown"
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-			f := strings.Fields(rest)
-			if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-				return fmt.Sprintf("%.1f GiB memory", float64(kb)/(1<<20))
-			}
-		}
-	}
-	return "memory unknown"
-}
-
-// quoteArgs renders args for a shell, with a leading space.
-func quoteArgs(args []string) string {
-	var b strings.Builder
-	for _, a := range args {
-		b.WriteByte(' ')
-		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=./:,") == "" {
-			b.WriteString(a)
-		} else {
-			b.WriteString("'" + strings.ReplaceAll(a, "'", `'\''`) + "'")
-		}
-	}
-	return b.String()
 }
 
 // hasFlag reports whether a command's --help output lists flag name.
