@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
@@ -242,7 +244,7 @@ func (s *session) send(m messages.Message) bool {
 // readLoop reads the proxy's frames and dispatches them.
 func (s *session) readLoop(moved chan<- struct{}) error {
 	for {
-		_, data, err := s.ws.Read(s.ctx)
+		_, buf, err := wsbuf.Read(s.ctx, s.ws)
 		if err != nil {
 			if s.ctx.Err() != nil {
 				return nil
@@ -250,7 +252,16 @@ func (s *session) readLoop(moved chan<- struct{}) error {
 			return closeError(err, false)
 		}
 		s.lastRead.Store(time.Now().UnixNano())
-		m, err := messages.Decode(data)
+		m, err := messages.Decode(buf.Bytes())
+		// Decode's byte slices alias the pooled buffer: copy the ones that
+		// outlive this iteration, then give the buffer back.
+		switch m := m.(type) {
+		case *messages.HTTPRequest:
+			m.Body = bytes.Clone(m.Body)
+		case *messages.WSMessage:
+			m.Data = bytes.Clone(m.Data)
+		}
+		buf.Release()
 		if errors.Is(err, messages.ErrUnknownType) {
 			continue // from a newer proxy; skip
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
@@ -162,7 +163,7 @@ func (s *session) pump(ctx context.Context, conn *websocket.Conn, st *localStrea
 	readErr := make(chan error, 1)
 	go func() {
 		for {
-			typ, data, err := conn.Read(rctx)
+			typ, buf, err := wsbuf.Read(rctx, conn)
 			if err != nil {
 				readErr <- err
 				return
@@ -171,7 +172,10 @@ func (s *session) pump(ctx context.Context, conn *websocket.Conn, st *localStrea
 			if typ == websocket.MessageText {
 				op = messages.OpText
 			}
-			if !s.send(&messages.WSMessage{ID: id, Opcode: op, Data: data}) {
+			// send encodes a copy, so the buffer can be reused.
+			sent := s.send(&messages.WSMessage{ID: id, Opcode: op, Data: buf.Bytes()})
+			buf.Release()
+			if !sent {
 				readErr <- ctx.Err() // the session is over
 				return
 			}

@@ -97,3 +97,17 @@ func TestRateNilAllows(t *testing.T) {
 		}
 	}
 }
+
+func TestReadAllWrongHint(t *testing.T) {
+	const limit = 10000
+	data := strings.Repeat("b", 5000)
+	for _, hint := range []int64{-1, 0, 1, 4999, 5000, 5001, 20000} {
+		b, err := ReadAll(strings.NewReader(data), limit, hint)
+		if err != nil || string(b) != data {
+			t.Fatalf("hint %d: %d bytes, %v", hint, len(b), err)
+		}
+	}
+	if _, err := ReadAll(strings.NewReader(data), 4999, 5000); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("over the limit with a hint: %v", err)
+	}
+}

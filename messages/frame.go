@@ -296,6 +296,12 @@ func AppendEnvelope(dst []byte, replyTo, conn string, m Message) []byte {
 	return Append(dst, m)
 }
 
+// EnvelopeSize is the encoded size of an Envelope carrying a frame of
+// frameLen bytes, for sizing a buffer up front.
+func EnvelopeSize(replyTo, conn string, frameLen int) int {
+	return HeaderSize + 4 + len(replyTo) + 4 + len(conn) + frameLen
+}
+
 // AppendEnvelopeFrame is AppendEnvelope for a frame that is already encoded.
 func AppendEnvelopeFrame(dst []byte, replyTo, conn string, frame []byte) []byte {
 	dst = append(dst, Version, byte(TypeEnvelope))

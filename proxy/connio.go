@@ -7,6 +7,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
@@ -29,13 +30,21 @@ func (c *clientConn) writeLoop() {
 	defer stopRefresh()
 	refreshIdle := make(chan struct{}, 1)
 	refreshIdle <- struct{}{}
+	var batch [][]byte
 	for {
 		select {
-		case f := <-c.out:
-			if err := c.write(f); err != nil {
-				c.requestClose(websocket.StatusInternalError, "write failed")
-				c.ws.CloseNow()
-				return
+		case <-c.out.ready:
+			batch = c.out.take(batch)
+			for _, f := range batch {
+				if err := c.write(f); err != nil {
+					c.requestClose(websocket.StatusInternalError, "write failed")
+					c.ws.CloseNow()
+					return
+				}
+			}
+			clear(batch)
+			if cap(batch) > 64 {
+				batch = nil
 			}
 			lastWrite = time.Now()
 			continue
@@ -132,7 +141,7 @@ func (c *clientConn) readLoop() {
 	for {
 		// The writer ends the connection (ws.Close unblocks this read), so
 		// reads need no context of their own.
-		typ, data, err := c.ws.Read(context.Background())
+		typ, buf, err := wsbuf.Read(context.Background(), c.ws)
 		if err != nil {
 			if s := websocket.CloseStatus(err); s != -1 {
 				c.requestClose(s, "")
@@ -141,10 +150,14 @@ func (c *clientConn) readLoop() {
 		}
 		c.lastRead.Store(time.Now().UnixNano())
 		if typ != websocket.MessageBinary {
+			buf.Release()
 			c.violation("text message on a binary protocol")
 			return
 		}
-		if !c.handle(data) {
+		// handle copies what it forwards, so the buffer can be reused.
+		ok := c.handle(buf.Bytes())
+		buf.Release()
+		if !ok {
 			return
 		}
 	}

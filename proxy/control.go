@@ -50,7 +50,7 @@ type clientConn struct {
 	label    string
 	log      *slog.Logger
 	rate     *limiter.Rate
-	out      chan []byte
+	out      *frameQueue
 	closing  chan struct{}
 	kick     chan struct{} // wakes the writer to re-check a replaced connection
 	lastRead atomic.Int64  // unix nanos
@@ -106,7 +106,7 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		holder:  p.instance + "/" + randomToken(8),
 		label:   label,
 		rate:    limiter.NewRate(p.cfg.Rate, p.cfg.Burst),
-		out:     make(chan []byte, outQueue),
+		out:     newFrameQueue(outQueue),
 		closing: make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		pending: make(map[messages.ID]*exchange),
@@ -123,7 +123,7 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		MaxBody:       uint32(p.cfg.MaxBody),
 		TimeoutMillis: uint32(p.cfg.Timeout / time.Millisecond),
 	}
-	c.out <- messages.Encode(resp)
+	c.out.push(messages.Encode(resp))
 	actx, cancel := context.WithTimeout(r.Context(), registrationTimeout)
 	err = p.attach(actx, c)
 	cancel()
@@ -462,14 +462,7 @@ func (ex *exchange) end() {
 	}
 }
 
-func (c *clientConn) enqueue(frame []byte) bool {
-	select {
-	case c.out <- frame:
-		return true
-	default:
-		return false
-	}
-}
+func (c *clientConn) enqueue(frame []byte) bool { return c.out.push(frame) }
 
 func (c *clientConn) pendingCount() int {
 	c.mu.Lock()
@@ -485,7 +478,7 @@ func (c *clientConn) pendingCount() int {
 
 // publishTo sends a frame to the instance waiting for it.
 func (c *clientConn) publishTo(replyTo string, frame []byte) {
-	payload := messages.AppendEnvelopeFrame(nil, c.p.instance, c.holder, frame)
+	payload := messages.AppendEnvelopeFrame(make([]byte, 0, messages.EnvelopeSize(c.p.instance, c.holder, len(frame))), c.p.instance, c.holder, frame)
 	ctx, cancel := context.WithTimeout(c.p.ctx, writeTimeout)
 	defer cancel()
 	n, err := c.p.publish(ctx, bus.InstanceTopic(replyTo), payload)

@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/keyhole-tunnel/keyhole/bus"
+	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
@@ -220,7 +221,7 @@ func (p *Proxy) pumpStream(conn *websocket.Conn, st *wsStream, label, holder str
 	readErr := make(chan error, 1)
 	go func() {
 		for {
-			typ, data, err := conn.Read(ctx)
+			typ, buf, err := wsbuf.Read(ctx, conn)
 			if err != nil {
 				readErr <- err
 				return
@@ -229,7 +230,10 @@ func (p *Proxy) pumpStream(conn *websocket.Conn, st *wsStream, label, holder str
 			if typ == websocket.MessageText {
 				op = messages.OpText
 			}
-			if err := p.sendStream(label, holder, &messages.WSMessage{ID: id, Opcode: op, Data: data}); err != nil {
+			// sendStream encodes a copy, so the buffer can be reused.
+			err = p.sendStream(label, holder, &messages.WSMessage{ID: id, Opcode: op, Data: buf.Bytes()})
+			buf.Release()
+			if err != nil {
 				readErr <- errTunnelGone
 				return
 			}
