@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -57,6 +58,7 @@ the public reaches each client at <hostname>.<domain>.`
 // options are the command's settings, filled in by the flags of newFlags.
 type options struct {
 	listen, domain, publicURL string
+	cpuProfile                string
 	timeout, ping             time.Duration
 	maxBody                   limiter.Size
 	rate                      float64
@@ -83,6 +85,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&o.bus, "bus", "memory", "how instances share tunnels: `memory` for a single instance, or a Redis\nURL shared by every instance behind one load balancer:\nredis://[:password@]host:port/db, or rediss:// for TLS")
 	fs.StringVar(&o.admin, "admin", "", "`address` of the admin listener: /healthz, /readyz and Prometheus\n/metrics (default off); keep it off the public network")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file`, for performance work")
 	o.tls.register(fs) // tls.go
 	return fs, o
 }
@@ -151,6 +154,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return usageError{err}
 		}
+	}
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	// A certificate that does not fit stops the proxy before it listens.
 	certs, err := o.tls.loadCert(o.domain, log)
@@ -324,4 +334,20 @@ func defaultPublicURL(listen, domain string) (string, error) {
 		return "http://" + domain, nil
 	}
 	return "http://" + net.JoinHostPort(domain, port), nil
+}
+
+// startCPUProfile profiles until the returned function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
