@@ -202,7 +202,9 @@ func (s *session) writeLoop() error {
 		case <-tick.C:
 			now := time.Now()
 			if now.Sub(time.Unix(0, s.lastRead.Load())) > 2*ping {
-				s.ws.Close(websocket.StatusGoingAway, "proxy silent")
+				// A silent proxy will not answer a close handshake either;
+				// Close would wait 5 s for it before the client reconnects.
+				s.ws.CloseNow()
 				return errors.New("proxy silent for twice the ping interval")
 			}
 			if now.Sub(lastWrite) >= ping {
