@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
+	"github.com/keyhole-tunnel/keyhole/internal/wsclose"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
@@ -188,7 +189,7 @@ func (s *session) pump(ctx context.Context, conn *websocket.Conn, st *localStrea
 	// closing or the proxy dropped the stream.
 	localDone := func(err error) {
 		if ctx.Err() == nil {
-			teardown(localClose(err))
+			teardown(wsclose.FromReadError(err, websocket.StatusBadGateway, "local service went away"))
 		}
 		conn.CloseNow()
 	}
@@ -237,34 +238,9 @@ func (s *session) pump(ctx context.Context, conn *websocket.Conn, st *localStrea
 					return
 				}
 			case *messages.WSTeardown:
-				finish(wireCloseCode(m.Code), m.Reason)
+				finish(wsclose.Sendable(m.Code), m.Reason)
 				return
 			}
 		}
-	}
-}
-
-// localClose turns the error that ended the local service's reads into the
-// close code and reason for the visitor.
-func localClose(err error) (websocket.StatusCode, string) {
-	var ce websocket.CloseError
-	if errors.As(err, &ce) {
-		return ce.Code, ce.Reason
-	}
-	if errors.Is(err, websocket.ErrMessageTooBig) {
-		return websocket.StatusMessageTooBig, "message too big"
-	}
-	return websocket.StatusCode(1014), "local service went away"
-}
-
-// wireCloseCode maps a received close code to one that may be sent: 1005,
-// 1006 and 1015 only describe what a peer observed.
-func wireCloseCode(code uint16) websocket.StatusCode {
-	switch c := websocket.StatusCode(code); {
-	case c == websocket.StatusNoStatusRcvd || c == websocket.StatusAbnormalClosure || c == websocket.StatusTLSHandshake,
-		code < 1000 || code >= 5000:
-		return websocket.StatusGoingAway
-	default:
-		return c
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyhole-tunnel/keyhole/bus"
 	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
+	"github.com/keyhole-tunnel/keyhole/internal/wsclose"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
@@ -249,7 +250,7 @@ func (p *Proxy) pumpStream(conn *websocket.Conn, st *wsStream, label, holder str
 			conn.Close(websocket.StatusBadGateway, "tunnel offline")
 			return
 		}
-		teardown(visitorClose(err))
+		teardown(wsclose.FromReadError(err, websocket.StatusGoingAway, "visitor went away"))
 		conn.CloseNow()
 	}
 	// end closes the public socket, telling the client first when it does
@@ -311,7 +312,7 @@ func (p *Proxy) pumpStream(conn *websocket.Conn, st *wsStream, label, holder str
 					return
 				}
 			case *messages.WSTeardown:
-				end(tunnelCloseCode(m.Code), m.Reason, false)
+				end(wsclose.Sendable(m.Code), m.Reason, false)
 				return
 			case *messages.Error:
 				// The client dropped: 1014, bad gateway.
@@ -319,33 +320,5 @@ func (p *Proxy) pumpStream(conn *websocket.Conn, st *wsStream, label, holder str
 				return
 			}
 		}
-	}
-}
-
-// visitorClose turns the error that ended a visitor's reads into the close
-// code and reason to pass to the client.
-func visitorClose(err error) (websocket.StatusCode, string) {
-	var ce websocket.CloseError
-	if errors.As(err, &ce) {
-		return ce.Code, ce.Reason
-	}
-	if errors.Is(err, websocket.ErrMessageTooBig) {
-		return websocket.StatusMessageTooBig, "message too big"
-	}
-	// The visitor vanished without a close frame.
-	return websocket.StatusGoingAway, "visitor went away"
-}
-
-// tunnelCloseCode maps a close code from the other end to one that may be
-// sent on the wire: 1005, 1006 and 1015 are reserved for local use.
-func tunnelCloseCode(code uint16) websocket.StatusCode {
-	switch c := websocket.StatusCode(code); c {
-	case websocket.StatusNoStatusRcvd, websocket.StatusAbnormalClosure, websocket.StatusTLSHandshake:
-		return websocket.StatusGoingAway
-	default:
-		if code < 1000 || code >= 5000 {
-			return websocket.StatusGoingAway
-		}
-		return c
 	}
 }
