@@ -51,6 +51,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// RegistrationToken, when set, must be presented by every client.
 	RegistrationToken string
+	// Access restricts which keys may register (allow and deny lists);
+	// nil admits every key. Proxy.SetAccess changes it later.
+	Access *Access
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
 	// Metrics, when set, receives the proxy's Prometheus collectors

@@ -183,7 +183,7 @@ func (p *Proxy) register(ctx context.Context, ws *websocket.Conn) (string, *mess
 	}
 	if len(data) > registrationReadLimit {
 		// Close discards the rest of the message unread.
-		return refuse(fmt.Sprintf("registration refused: registration larger than %d bytes", messages.MaxJWS))
+		return refuse(fmt.Sprintf("registration larger than %d bytes", messages.MaxJWS))
 	}
 	m, err := messages.Decode(data)
 	if errors.Is(err, messages.ErrVersion) {
@@ -203,6 +203,9 @@ func (p *Proxy) register(ctx context.Context, ws *websocket.Conn) (string, *mess
 	}
 	if t := p.cfg.RegistrationToken; t != "" && !constantTimeEqual(reg.Claims.Token, t) {
 		return refuse("a valid registration token is required")
+	}
+	if !p.permits(reg.Label) {
+		return refuse(refusedByAccess)
 	}
 	if p.isDraining() {
 		ws.Close(websocket.StatusGoingAway, "proxy shutting down, reconnect")

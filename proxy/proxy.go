@@ -53,6 +53,7 @@ type Proxy struct {
 	hosts    map[string]*hostEntry  // hostnames whose client this instance holds
 	conns    map[string]*clientConn // every client connection attached here, by holder
 	draining bool
+	access   *Access // nil admits every key
 }
 
 // waiter receives the replies to one exchange started on this instance. It
@@ -77,6 +78,7 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 		waiters:  make(map[messages.ID]waiter),
 		hosts:    make(map[string]*hostEntry),
 		conns:    make(map[string]*clientConn),
+		access:   cfg.Access,
 	}
 	if p.bus == nil {
 		m := bus.NewMemory()

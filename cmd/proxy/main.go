@@ -57,6 +57,7 @@ the public reaches each client at <hostname>.<domain>.`
 
 // options are the command's settings, filled in by the flags of newFlags.
 type options struct {
+	access                    accessFiles
 	listen, domain, publicURL string
 	cpuProfile                string
 	timeout, ping             time.Duration
@@ -86,7 +87,8 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.StringVar(&o.bus, "bus", "memory", "how instances share tunnels: `memory` for a single instance, or a Redis\nURL shared by every instance behind one load balancer:\nredis://[:password@]host:port/db, or rediss:// for TLS")
 	fs.StringVar(&o.admin, "admin", "", "`address` of the admin listener: /healthz, /readyz and Prometheus\n/metrics (default off); keep it off the public network")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file`, for performance work")
-	o.tls.register(fs) // tls.go
+	o.access.register(fs) // access.go
+	o.tls.register(fs)    // tls.go
 	return fs, o
 }
 
@@ -162,6 +164,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer stop()
 	}
+	o.access.log = log
+	var access *proxy.Access
+	if o.access.on() {
+		if access, _, err = o.access.load(); err != nil {
+			return usageError{err}
+		}
+	}
 	// A certificate that does not fit stops the proxy before it listens.
 	certs, err := o.tls.loadCert(o.domain, log)
 	if err != nil {
@@ -211,6 +220,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Ping:              o.ping,
 		TrustedProxies:    o.trusted,
 		RegistrationToken: o.token,
+		Access:            access,
 		Logger:            log,
 	}
 	if b != nil {
@@ -252,6 +262,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	stopWatch := tlsServe.watch(ctx) // certificate files: SIGHUP and polling
 	defer stopWatch()
+	stopAccess := o.access.watch(ctx, p) // access lists: SIGHUP and polling
+	defer stopAccess()
 	if err := servers.run(ctx, log.With("tunnels", strings.Replace(o.publicURL, "://", "://<hostname>.", 1))); err != nil {
 		p.Shutdown(context.Background())
 		return fmt.Errorf("serve: %w", err)
