@@ -5,11 +5,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/keyhole-tunnel/keyhole/internal/queue"
 	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
 	"github.com/keyhole-tunnel/keyhole/internal/wsclose"
 	"github.com/keyhole-tunnel/keyhole/messages"
@@ -27,8 +27,7 @@ const (
 
 // localStream receives the proxy's frames for one WebSocket stream.
 type localStream struct {
-	q      chan messages.Message
-	queued atomic.Int64 // bytes of message data in q
+	q *queue.Queue[messages.Message]
 	// overflowed ends when the queue overflows. The stream has then lost a
 	// message and must fail at once: a write to the local service in
 	// progress is abandoned rather than waited out.
@@ -37,28 +36,16 @@ type localStream struct {
 }
 
 func newLocalStream() *localStream {
-	st := &localStream{q: make(chan messages.Message, streamQueue)}
+	st := &localStream{q: queue.New[messages.Message](streamQueue, streamQueueBytes)}
 	st.overflowed, st.overflow = context.WithCancel(context.Background())
 	return st
 }
 
 func (st *localStream) deliver(m messages.Message) {
-	n := msgSize(m)
-	if q := st.queued.Add(n); q > streamQueueBytes && q != n {
-		st.queued.Add(-n)
-		st.overflow()
-		return
-	}
-	select {
-	case st.q <- m:
-	default:
-		st.queued.Add(-n)
+	if !st.q.Push(m, msgSize(m)) {
 		st.overflow()
 	}
 }
-
-// took accounts for a message the consumer received from st.q.
-func (st *localStream) took(m messages.Message) { st.queued.Add(-msgSize(m)) }
 
 func msgSize(m messages.Message) int64 {
 	if m, ok := m.(*messages.WSMessage); ok {
@@ -210,8 +197,13 @@ func (s *session) pump(ctx context.Context, conn *websocket.Conn, st *localStrea
 			// The tunnel is closing or the proxy dropped the stream.
 			finish(websocket.StatusGoingAway, "tunnel closed")
 			return
-		case m := <-st.q:
-			st.took(m)
+		case <-st.q.Ready():
+		}
+		for {
+			m, ok := st.q.Pop()
+			if !ok {
+				break
+			}
 			switch m := m.(type) {
 			case *messages.WSMessage:
 				typ := websocket.MessageBinary

@@ -33,8 +33,8 @@ func (c *clientConn) writeLoop() {
 	var batch [][]byte
 	for {
 		select {
-		case <-c.out.ready:
-			batch = c.out.take(batch)
+		case <-c.out.Ready():
+			batch = c.out.TakeAll(batch[:0])
 			for _, f := range batch {
 				if err := c.write(f); err != nil {
 					c.requestClose(websocket.StatusInternalError, "write failed")

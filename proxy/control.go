@@ -17,6 +17,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/keyhole-tunnel/keyhole/bus"
+	"github.com/keyhole-tunnel/keyhole/internal/queue"
 	"github.com/keyhole-tunnel/keyhole/limiter"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
@@ -50,7 +51,7 @@ type clientConn struct {
 	label    string
 	log      *slog.Logger
 	rate     *limiter.Rate
-	out      *frameQueue
+	out      *queue.Queue[[]byte] // holds nothing while the client is idle
 	closing  chan struct{}
 	kick     chan struct{} // wakes the writer to re-check a replaced connection
 	lastRead atomic.Int64  // unix nanos
@@ -106,7 +107,7 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		holder:  p.instance + "/" + randomToken(8),
 		label:   label,
 		rate:    limiter.NewRate(p.cfg.Rate, p.cfg.Burst),
-		out:     newFrameQueue(outQueue),
+		out:     queue.New[[]byte](outQueue, 0),
 		closing: make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		pending: make(map[messages.ID]*exchange),
@@ -123,7 +124,7 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		MaxBody:       uint32(p.cfg.MaxBody),
 		TimeoutMillis: uint32(p.cfg.Timeout / time.Millisecond),
 	}
-	c.out.push(messages.Encode(resp))
+	c.enqueue(messages.Encode(resp))
 	actx, cancel := context.WithTimeout(r.Context(), registrationTimeout)
 	err = p.attach(actx, c)
 	cancel()
@@ -465,7 +466,7 @@ func (ex *exchange) end() {
 	}
 }
 
-func (c *clientConn) enqueue(frame []byte) bool { return c.out.push(frame) }
+func (c *clientConn) enqueue(frame []byte) bool { return c.out.Push(frame, int64(len(frame))) }
 
 func (c *clientConn) pendingCount() int {
 	c.mu.Lock()

@@ -6,12 +6,12 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/keyhole-tunnel/keyhole/bus"
+	"github.com/keyhole-tunnel/keyhole/internal/queue"
 	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
 	"github.com/keyhole-tunnel/keyhole/internal/wsclose"
 	"github.com/keyhole-tunnel/keyhole/messages"
@@ -29,8 +29,7 @@ const (
 
 // wsStream receives the frames from the client for one public WebSocket.
 type wsStream struct {
-	q      chan []byte
-	queued atomic.Int64 // bytes in q
+	q *queue.Queue[[]byte]
 	// overflowed ends when the queue overflows. The stream has then lost a
 	// message and must fail at once: a write to the visitor in progress is
 	// abandoned rather than waited out.
@@ -39,28 +38,16 @@ type wsStream struct {
 }
 
 func newWSStream() *wsStream {
-	s := &wsStream{q: make(chan []byte, streamQueue)}
+	s := &wsStream{q: queue.New[[]byte](streamQueue, streamQueueBytes)}
 	s.overflowed, s.overflow = context.WithCancel(context.Background())
 	return s
 }
 
 func (s *wsStream) deliver(frame []byte) {
-	n := int64(len(frame))
-	if q := s.queued.Add(n); q > streamQueueBytes && q != n {
-		s.queued.Add(-n)
-		s.overflow()
-		return
-	}
-	select {
-	case s.q <- frame:
-	default:
-		s.queued.Add(-n)
+	if !s.q.Push(frame, int64(len(frame))) {
 		s.overflow()
 	}
 }
-
-// took accounts for a frame the consumer received from s.q.
-func (s *wsStream) took(frame []byte) { s.queued.Add(-int64(len(frame))) }
 
 func isWebSocketUpgrade(r *http.Request) bool {
 	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
@@ -115,8 +102,8 @@ func (p *Proxy) serveWebSocket(w http.ResponseWriter, r *http.Request, label str
 	defer timer.Stop()
 	var frame []byte
 	select {
-	case frame = <-st.q:
-		st.took(frame)
+	case <-st.q.Ready():
+		frame, _ = st.q.Pop() // the first frame is the only one until the upgrade
 	case <-timer.C:
 		p.cancelExchange(label, holder, req.ID)
 		publicError(w, http.StatusGatewayTimeout)
@@ -274,8 +261,13 @@ func (p *Proxy) pumpStream(conn *websocket.Conn, st *wsStream, label, holder str
 		case <-p.ctx.Done():
 			end(websocket.StatusGoingAway, "proxy shutting down", true)
 			return
-		case frame := <-st.q:
-			st.took(frame)
+		case <-st.q.Ready():
+		}
+		for {
+			frame, ok := st.q.Pop()
+			if !ok {
+				break
+			}
 			m, err := messages.Decode(frame)
 			if err != nil {
 				end(websocket.StatusInternalError, "tunnel error", true)
