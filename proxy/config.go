@@ -70,6 +70,12 @@ type Config struct {
 	// challengeTTL is how long a registration challenge stays valid.
 	// Default 60s; tests shorten it.
 	challengeTTL time.Duration
+	// registrationTimeout bounds the registration handshake. Default 10s;
+	// tests shorten it.
+	registrationTimeout time.Duration
+	// maxPending bounds the exchanges in flight on one client connection.
+	// Default 4096; tests lower it.
+	maxPending int
 }
 
 // MaxHeaderBytes is the header size limit the proxy's public listener
@@ -82,11 +88,11 @@ const (
 	defaultPing    = 10 * time.Second
 	// maxHeaderBytes bounds the header block of a client's response.
 	maxHeaderBytes = MaxHeaderBytes
-	// registrationTimeout bounds the whole registration handshake.
-	registrationTimeout = 10 * time.Second
-	// maxPending bounds the HTTP exchanges and streams in flight on one
-	// client connection.
-	maxPending = 4096
+	// defaultRegistrationTimeout bounds the whole registration handshake.
+	defaultRegistrationTimeout = 10 * time.Second
+	// defaultMaxPending bounds the HTTP exchanges and streams in flight on
+	// one client connection; more get 503.
+	defaultMaxPending = 4096
 	// writeTimeout bounds one websocket write; a peer that accepts nothing
 	// for this long is dropped.
 	writeTimeout = 10 * time.Second
@@ -139,6 +145,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.challengeTTL == 0 {
 		c.challengeTTL = 60 * time.Second
+	}
+	if c.registrationTimeout == 0 {
+		c.registrationTimeout = defaultRegistrationTimeout
+	}
+	if c.maxPending == 0 {
+		c.maxPending = defaultMaxPending
 	}
 	return c, nil
 }

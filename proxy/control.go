@@ -125,7 +125,7 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		TimeoutMillis: uint32(p.cfg.Timeout / time.Millisecond),
 	}
 	c.enqueue(messages.Encode(resp))
-	actx, cancel := context.WithTimeout(r.Context(), registrationTimeout)
+	actx, cancel := context.WithTimeout(r.Context(), p.cfg.registrationTimeout)
 	err = p.attach(actx, c)
 	cancel()
 	if err != nil {
@@ -156,7 +156,7 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 // hostname label. On failure it closes ws with a policy violation and a
 // reason the client prints.
 func (p *Proxy) register(ctx context.Context, ws *websocket.Conn) (string, *messages.Registration, bool) {
-	ctx, cancel := context.WithTimeout(ctx, registrationTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.registrationTimeout)
 	defer cancel()
 	ch := messages.Challenge{Nonce: randomToken(16), Domain: p.cfg.Domain}
 	issued := time.Now()
@@ -391,7 +391,7 @@ func (c *clientConn) fromBus(replyTo string, t messages.Type, frame []byte) {
 			c.p.replyError(replyTo, c.holder, id, messages.CodeUnavailable, 0)
 			return
 		}
-		if len(c.pending) >= maxPending {
+		if len(c.pending) >= c.p.cfg.maxPending {
 			c.mu.Unlock()
 			c.p.replyError(replyTo, c.holder, id, messages.CodeOverloaded, 0)
 			return
