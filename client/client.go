@@ -51,6 +51,9 @@ type Client struct {
 	// OnRegister is called with the public URL each time the client
 	// registers, after every reconnect too.
 	OnRegister func(publicURL string)
+	// MaxConcurrent bounds the requests and WebSocket streams served at
+	// once; more are answered 503 by the proxy. Default 1024.
+	MaxConcurrent int
 }
 
 // ErrReplaced is returned by Run when another connection registered the
@@ -127,15 +130,16 @@ func (c *Client) Run(ctx context.Context) error {
 
 // runner holds what every session of one Run shares.
 type runner struct {
-	c          *Client
-	log        *slog.Logger
-	controlURL string
-	dialHTTP   *http.Client // for the proxy connection
-	transport  http.RoundTripper
-	target     *url.URL
-	server     *http.Server // in-process handler mode
-	listener   *pipeListener
-	serveDone  chan struct{}
+	maxConcurrent int
+	c             *Client
+	log           *slog.Logger
+	controlURL    string
+	dialHTTP      *http.Client // for the proxy connection
+	transport     http.RoundTripper
+	target        *url.URL
+	server        *http.Server // in-process handler mode
+	listener      *pipeListener
+	serveDone     chan struct{}
 }
 
 func (c *Client) newRunner() (*runner, error) {
@@ -152,7 +156,10 @@ func (c *Client) newRunner() (*runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{c: c, log: c.Logger, controlURL: control}
+	r := &runner{c: c, log: c.Logger, controlURL: control, maxConcurrent: c.MaxConcurrent}
+	if r.maxConcurrent <= 0 {
+		r.maxConcurrent = defaultMaxConcurrent
+	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}

@@ -27,9 +27,9 @@ const (
 	// messages or an HTTP response. (1024 frames alone allowed 1024 x
 	// max_body.)
 	outQueueBytes = 1 << 20
-	// maxConcurrent bounds the requests and streams served at once on one
+	// defaultMaxConcurrent bounds the requests and streams served at once on one
 	// connection; more are answered with CodeOverloaded.
-	maxConcurrent = 1024
+	defaultMaxConcurrent = 1024
 	// statusReplaced is the close code of a connection whose key
 	// registered again elsewhere.
 	statusReplaced websocket.StatusCode = 4000
@@ -65,7 +65,7 @@ type task struct {
 func (r *runner) newSession() *session {
 	return &session{r: r, log: r.log, started: time.Now(), out: make(chan []byte, outQueue),
 		outBytes: budget{limit: outQueueBytes},
-		slots:    make(chan struct{}, maxConcurrent), tasks: make(map[messages.ID]*task)}
+		slots:    make(chan struct{}, r.maxConcurrent), tasks: make(map[messages.ID]*task)}
 }
 
 // run dials, registers and serves until the connection ends. It signals
