@@ -50,6 +50,7 @@ including one line per request, go to stderr.`
 // options are the command's settings, filled in by the flags of newFlags.
 type options struct {
 	proxyURL, keyFile, hostHeader, token, caFile, logLevel string
+	maxConcurrent                                          int
 }
 
 func newFlags() (*flag.FlagSet, *options) {
@@ -61,6 +62,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.StringVar(&o.token, "token", "", "registration `token`, if the proxy requires one")
 	fs.StringVar(&o.caFile, "ca", "", "PEM `file` of CA certificates to trust for a wss:// proxy, in\naddition to the system roots")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.IntVar(&o.maxConcurrent, "max-concurrent", 1024, "requests and WebSocket streams served at once; more get 503")
 	return fs, o
 }
 
@@ -87,6 +89,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return usageError{err}
 	}
+	if o.maxConcurrent < 1 {
+		return usageError{fmt.Errorf("invalid --max-concurrent %d: want at least 1", o.maxConcurrent)}
+	}
 	var tlsConfig *tls.Config
 	if o.caFile != "" {
 		tlsConfig, err = loadCA(o.caFile)
@@ -106,14 +111,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("forwarding", "target", target.String(), "proxy", o.proxyURL, "key", path)
 	c := &client.Client{
-		Proxy:      o.proxyURL,
-		Key:        key,
-		Target:     target,
-		HostHeader: o.hostHeader,
-		Token:      o.token,
-		TLSConfig:  tlsConfig,
-		Logger:     log,
-		OnRegister: func(u string) { fmt.Fprintln(stdout, u) },
+		Proxy:         o.proxyURL,
+		Key:           key,
+		Target:        target,
+		HostHeader:    o.hostHeader,
+		Token:         o.token,
+		TLSConfig:     tlsConfig,
+		Logger:        log,
+		OnRegister:    func(u string) { fmt.Fprintln(stdout, u) },
+		MaxConcurrent: o.maxConcurrent,
 	}
 	return c.Run(ctx)
 }

@@ -97,6 +97,7 @@ func TestBadArgumentsExit2WithOneLine(t *testing.T) {
 		{"flag after target", []string{"3000", "--key"}, nil, "exactly one TARGET"},
 		{"bad proxy URL", []string{"--proxy", "ftp://h", "3000"}, nil, `--proxy "ftp://h"`},
 		{"bad log level", []string{"--log-level", "loud", "3000"}, nil, `"loud"`},
+		{"zero max concurrent", []string{"--max-concurrent", "0", "3000"}, nil, "--max-concurrent 0"},
 		{"bad proxy in environment", []string{"3000"}, []string{"KEYHOLE_PROXY=tcp://h:1"}, `"tcp://h:1"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
