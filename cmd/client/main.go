@@ -14,31 +14,14 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/keyhole-tunnel/keyhole/client"
 	"github.com/keyhole-tunnel/keyhole/internal/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.As(err, new(usageError)):
-		fmt.Fprintf(os.Stderr, "client: %v (see client --help)\n", err)
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "client:", err)
-		os.Exit(1)
-	}
-}
-
-type usageError struct{ error }
+func main() { cli.Main("client", run) }
 
 const synopsis = `Usage: client [flags] TARGET
 
@@ -73,24 +56,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			cli.PrintUsage(stdout, fs, synopsis, "")
 			return err
 		}
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	if fs.NArg() != 1 {
-		return usageError{errors.New("expected exactly one TARGET, like 3000 or http://localhost:3000")}
+		return cli.Usage(errors.New("expected exactly one TARGET, like 3000 or http://localhost:3000"))
 	}
 	target, err := parseTarget(fs.Arg(0))
 	if err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	if _, err := client.ControlURL(o.proxyURL); err != nil {
-		return usageError{fmt.Errorf("invalid --proxy %q: want ws://host:port or wss://host", o.proxyURL)}
+		return cli.Usage(fmt.Errorf("invalid --proxy %q: want ws://host:port or wss://host", o.proxyURL))
 	}
 	log, err := cli.Logger(stderr, o.logLevel)
 	if err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	if o.maxConcurrent < 1 {
-		return usageError{fmt.Errorf("invalid --max-concurrent %d: want at least 1", o.maxConcurrent)}
+		return cli.Usage(fmt.Errorf("invalid --max-concurrent %d: want at least 1", o.maxConcurrent))
 	}
 	var tlsConfig *tls.Config
 	if o.caFile != "" {

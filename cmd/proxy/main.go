@@ -15,11 +15,9 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/signal"
 	"runtime/pprof"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,23 +30,7 @@ import (
 	"github.com/keyhole-tunnel/keyhole/proxy"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.As(err, new(usageError)):
-		fmt.Fprintf(os.Stderr, "proxy: %v (see proxy --help)\n", err)
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "proxy:", err)
-		os.Exit(1)
-	}
-}
-
-// usageError is a problem with the command line or environment: exit 2.
-type usageError struct{ error }
+func main() { cli.Main("proxy", run) }
 
 const synopsis = `Usage: proxy [flags]
 
@@ -134,17 +116,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			cli.PrintUsage(stdout, fs, synopsis, "")
 			return err
 		}
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+		return cli.Usage(fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	log, err := cli.Logger(stderr, o.logLevel)
 	if err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	if err := o.tls.check(); err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	// With HTTPS on, plain HTTP is served only when --listen is given.
 	plain := !o.tls.on() || flagGiven(fs, "listen")
@@ -154,7 +136,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if o.publicURL == "" {
 		o.publicURL, err = defaultPublicURL(o.listen, o.domain)
 		if err != nil {
-			return usageError{err}
+			return cli.Usage(err)
 		}
 	}
 	if o.cpuProfile != "" {
@@ -168,7 +150,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var access *proxy.Access
 	if o.access.on() {
 		if access, _, err = o.access.load(); err != nil {
-			return usageError{err}
+			return cli.Usage(err)
 		}
 	}
 	// A certificate that does not fit stops the proxy before it listens.
@@ -177,7 +159,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if err := checkBusURL(o.bus); err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	// The Redis bus calls back when it has reconnected, possibly to a
 	// restarted server that lost the registry; the proxy exists by then
@@ -231,7 +213,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	p, err := proxy.New(ctx, cfg)
 	if err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	current.Store(p)
 	var tlsServe *tlsServing

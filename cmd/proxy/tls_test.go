@@ -24,6 +24,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/keyhole-tunnel/keyhole/cmd/internal/cmdtest"
+	"github.com/keyhole-tunnel/keyhole/internal/cli"
 	"github.com/keyhole-tunnel/keyhole/internal/testcert"
 	"github.com/keyhole-tunnel/keyhole/internal/testenv"
 )
@@ -380,7 +381,7 @@ func TestTLSFlagErrors(t *testing.T) {
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), tc.args, func(string) string { return "" }, &stdout, &stderr)
-		if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), tc.want) {
+		if !errors.As(err, new(cli.UsageError)) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want a usage error with %q", tc.args, err, tc.want)
 		}
 	}

@@ -3,11 +3,16 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 )
 
 // EnvName is the environment variable that supplies flag name:
@@ -71,4 +76,35 @@ func Logger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("invalid log level %q: want debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// UsageError is a problem with the command line or the environment; Main
+// exits 2 for it, and 1 for any other error.
+type UsageError struct{ error }
+
+// Usage wraps err as a UsageError.
+func Usage(err error) error { return UsageError{err} }
+
+// Unwrap returns the wrapped error.
+func (e UsageError) Unwrap() error { return e.error }
+
+// RunFunc is a command's body: flags and environment in, an error out.
+type RunFunc func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
+
+// Main runs a command until SIGINT or SIGTERM, prints its error as one
+// line prefixed with name, and exits: 0 on success or --help, 2 for a
+// UsageError, 1 otherwise. Only main should call it.
+func Main(name string, run RunFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.As(err, new(UsageError)):
+		fmt.Fprintf(os.Stderr, "%s: %v (see %s --help)\n", name, err, name)
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
 }
