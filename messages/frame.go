@@ -302,6 +302,25 @@ func EnvelopeSize(replyTo, conn string, frameLen int) int {
 	return HeaderSize + 4 + len(replyTo) + 4 + len(conn) + frameLen
 }
 
+// EnvelopeFrame returns the frame an Envelope carries, without decoding
+// the rest of it: the reply path needs only the frame, and copies nothing.
+func EnvelopeFrame(payload []byte) ([]byte, error) {
+	t, err := Peek(payload)
+	if err != nil {
+		return nil, err
+	}
+	if t != TypeEnvelope {
+		return nil, fmt.Errorf("%w: %v is not an Envelope", ErrMalformed, t)
+	}
+	d := decoder{b: payload[HeaderSize:]}
+	d.take(uint64(d.u32())) // ReplyTo
+	d.take(uint64(d.u32())) // Conn
+	if d.err != nil {
+		return nil, fmt.Errorf("decode Envelope: %w", d.err)
+	}
+	return d.b, nil
+}
+
 // AppendEnvelopeFrame is AppendEnvelope for a frame that is already encoded.
 func AppendEnvelopeFrame(dst []byte, replyTo, conn string, frame []byte) []byte {
 	dst = append(dst, Version, byte(TypeEnvelope))

@@ -799,3 +799,23 @@ func TestProtocolDocRegistration(t *testing.T) {
 		}
 	}
 }
+
+func TestEnvelopeFrame(t *testing.T) {
+	inner := messages.Encode(&messages.Error{ID: messages.ID{1}, Code: messages.CodeUnavailable, Reason: "r"})
+	payload := messages.AppendEnvelopeFrame(nil, "inst", "inst/conn", inner)
+	got, err := messages.EnvelopeFrame(payload)
+	if err != nil || !bytes.Equal(got, inner) {
+		t.Fatalf("EnvelopeFrame = %x, %v; want %x", got, err, inner)
+	}
+	if n := testing.AllocsPerRun(100, func() { messages.EnvelopeFrame(payload) }); n != 0 {
+		t.Fatalf("EnvelopeFrame allocates %v times", n)
+	}
+	for i := range len(payload) - len(inner) {
+		if _, err := messages.EnvelopeFrame(payload[:i]); err == nil {
+			t.Fatalf("truncated to %d bytes: no error", i)
+		}
+	}
+	if _, err := messages.EnvelopeFrame(inner); !errors.Is(err, messages.ErrMalformed) {
+		t.Fatalf("not an envelope: %v", err)
+	}
+}

@@ -116,16 +116,12 @@ func randomToken(n int) string {
 // exchange waiting for it. Replies for exchanges that ended (a late answer
 // after a 504) are dropped.
 func (p *Proxy) onReply(payload []byte) {
-	m, err := messages.Decode(payload)
+	frame, err := messages.EnvelopeFrame(payload)
 	if err != nil {
 		p.log.Warn("bad reply on bus", "err", err)
 		return
 	}
-	env, ok := m.(*messages.Envelope)
-	if !ok {
-		return
-	}
-	id, ok := messages.PeekID(env.Frame)
+	id, ok := messages.PeekID(frame)
 	if !ok {
 		return
 	}
@@ -133,7 +129,7 @@ func (p *Proxy) onReply(payload []byte) {
 	w := p.waiters[id]
 	p.mu.Unlock()
 	if w != nil {
-		w.deliver(env.Frame)
+		w.deliver(frame)
 	}
 }
 
