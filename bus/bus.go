@@ -14,16 +14,17 @@ var ErrClosed = errors.New("bus: closed")
 
 // Handler receives one payload. It is called from the bus's delivery
 // goroutine, in publish order for a given publisher and topic, and must not
-// block: hand the payload to a bounded queue and return. The payload belongs
-// to the handler but must be treated as read-only, since several subscribers
-// of one topic may share it.
+// block: hand the payload to a bounded queue and return. The payload is
+// read-only and valid only until the handler returns (the in-memory bus
+// passes the publisher's own bytes, which the publisher reuses): a handler
+// that keeps any of it copies it.
 type Handler func(payload []byte)
 
 // Bus is a publish/subscribe transport of []byte payloads.
 type Bus interface {
 	// Publish delivers payload to every current subscriber of topic and
-	// reports how many there were. The caller must not modify payload
-	// afterwards. Delivery is at-most-once: a positive count means the
+	// reports how many there were. The caller may reuse payload once
+	// Publish has returned. Delivery is at-most-once: a positive count means the
 	// transport accepted the message, not that a handler ran.
 	Publish(ctx context.Context, topic string, payload []byte) (receivers int, err error)
 	// Subscribe calls h for every payload published to topic until the

@@ -13,7 +13,11 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
+	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
 // Client publishes a local service through a keyhole proxy. Set Key and
@@ -30,6 +34,8 @@ type Client struct {
 	Key crypto.Signer
 	// Target is the local service's base URL, such as
 	// "http://127.0.0.1:3000". Request paths are appended to its path.
+	// The scheme h2c ("h2c://127.0.0.1:50051") speaks HTTP/2 without TLS
+	// to the local service, as gRPC servers do.
 	Target *url.URL
 	// Handler, when set instead of Target, serves requests in-process.
 	Handler http.Handler
@@ -134,8 +140,8 @@ type runner struct {
 	c             *Client
 	log           *slog.Logger
 	controlURL    string
-	dialHTTP      *http.Client // for the proxy connection
 	transport     http.RoundTripper
+	wsTransport   http.RoundTripper // WebSocket handshakes: always HTTP/1.1
 	target        *url.URL
 	server        *http.Server // in-process handler mode
 	listener      *pipeListener
@@ -163,26 +169,33 @@ func (c *Client) newRunner() (*runner, error) {
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
-	r.dialHTTP = &http.Client{Transport: &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		TLSClientConfig:     c.TLSConfig,
-		TLSHandshakeTimeout: 10 * time.Second,
-		ForceAttemptHTTP2:   false,
-	}}
 	if c.Target != nil {
-		if c.Target.Scheme != "http" && c.Target.Scheme != "https" || c.Target.Host == "" {
-			return nil, fmt.Errorf("client: target %q must be an http:// or https:// URL", c.Target)
+		switch {
+		case c.Target.Host == "",
+			c.Target.Scheme != "http" && c.Target.Scheme != "https" && c.Target.Scheme != "h2c":
+			return nil, fmt.Errorf("client: target %q must be an http://, https:// or h2c:// URL", c.Target)
 		}
-		r.target = c.Target
+		dial := (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		t := *c.Target
+		r.target = &t
 		r.transport = c.Transport
 		if r.transport == nil {
-			r.transport = newTransport((&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
+			r.transport = newTransport(dial)
+		}
+		r.wsTransport = r.transport
+		if t.Scheme == "h2c" {
+			r.target.Scheme = "http"
+			if c.Transport == nil {
+				r.transport = newH2CTransport(dial)
+			}
+			r.wsTransport = newTransport(dial)
 		}
 	} else {
 		r.target = &url.URL{Scheme: "http", Host: "in-process"}
 		r.listener = newPipeListener()
 		r.server = &http.Server{Handler: c.Handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug)}
 		r.transport = newTransport(r.listener.dial)
+		r.wsTransport = r.transport
 		r.serveDone = make(chan struct{})
 		go func() {
 			defer close(r.serveDone)
@@ -197,16 +210,39 @@ func (r *runner) close() {
 		r.server.Close() // also closes upgraded in-process connections' listener
 		<-r.serveDone
 	}
-	if t, ok := r.transport.(*http.Transport); ok && r.c.Transport == nil {
-		t.CloseIdleConnections()
-	}
-	if t, ok := r.dialHTTP.Transport.(*http.Transport); ok {
-		t.CloseIdleConnections()
+	for _, rt := range []http.RoundTripper{r.transport, r.wsTransport} {
+		if t, ok := rt.(*http.Transport); ok && rt != r.c.Transport {
+			t.CloseIdleConnections()
+		}
 	}
 	if r.listener != nil {
 		// Upgraded connections outlive the server; end what is left.
 		r.listener.closeAll()
 	}
+}
+
+// dialProxy returns the HTTP client that opens one connection to the proxy,
+// and the connection it dialed, once it has: its writes are corked for each
+// websocket message (see wsbuf.CorkConn).
+func (r *runner) dialProxy() (client *http.Client, dialed func() *wsbuf.CorkConn, done func()) {
+	var conn atomic.Pointer[wsbuf.CorkConn]
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			cc := wsbuf.NewCorkConn(c)
+			conn.Store(cc)
+			return cc, nil
+		},
+		TLSClientConfig:     r.c.TLSConfig,
+		TLSHandshakeTimeout: 10 * time.Second,
+		ForceAttemptHTTP2:   false,
+	}
+	return &http.Client{Transport: t}, conn.Load, t.CloseIdleConnections
 }
 
 // newTransport returns a keep-alive transport for the local service. It
@@ -220,9 +256,23 @@ func newTransport(dial func(ctx context.Context, network, addr string) (net.Conn
 		MaxIdleConnsPerHost:   512,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: 0, // the proxy's timeout governs
+		// A local service may answer before the body of an Expect:
+		// 100-continue request moves; one that never says 100 gets the
+		// body after a second.
+		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 		ForceAttemptHTTP2:     false,
 	}
+}
+
+// newH2CTransport returns a transport that speaks HTTP/2 without TLS
+// ("prior knowledge") to the local service, for gRPC servers and others
+// that speak nothing else.
+func newH2CTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
+	t := newTransport(dial)
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetUnencryptedHTTP2(true)
+	return t
 }
 
 // ControlURL turns a proxy URL as users write it into the websocket URL
@@ -252,4 +302,4 @@ func ControlURL(proxy string) (string, error) {
 }
 
 // controlPath is the proxy's control endpoint; see docs/PROTOCOL.md.
-const controlPath = "/_keyhole/v1/connect"
+const controlPath = messages.ControlPath

@@ -7,7 +7,7 @@ import (
 )
 
 func TestControlURL(t *testing.T) {
-	const p = "/_keyhole/v1/connect"
+	const p = "/_keyhole/v2/connect" // messages.ControlPath, spelled out so a change shows here
 	for _, tc := range []struct {
 		in, want string
 	}{

@@ -1,41 +1,42 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/keyhole-tunnel/keyhole/internal/stream"
 	"github.com/keyhole-tunnel/keyhole/limiter"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
-// serveHTTP forwards one request to the local service and sends exactly
-// one answer: an HTTPResponse, or an Error if none can be had.
-func (s *session) serveHTTP(taskCtx context.Context, m *messages.HTTPRequest) {
+// serveHTTP forwards one request to the local service and streams its
+// answer: an HTTPResponse head and the body, or a reset (an Error) when no
+// usable answer can be had.
+func (s *session) serveHTTP(ctx context.Context, m *messages.HTTPRequest, st *stream.Stream) {
 	start := time.Now()
-	timeout := time.Duration(s.reg.TimeoutMillis) * time.Millisecond
-	ctx, cancel := context.WithTimeout(taskCtx, timeout)
-	defer cancel()
-	status, code := s.roundTrip(ctx, m)
+	status, code := s.roundTrip(ctx, m, st)
 	switch {
-	case taskCtx.Err() != nil:
+	case ctx.Err() != nil:
 		// The proxy canceled the exchange, or the session ended: nobody
 		// expects an answer.
-		status = 499
+		if status == 0 {
+			status = 499
+		}
 	case code != 0:
-		s.send(&messages.Error{ID: m.ID, Code: code})
+		st.Reset(code, "")
 	}
 	s.log.Info("request", "method", m.Method, "path", pathOf(m.URI), "status", status, "duration", time.Since(start).Round(time.Microsecond))
 }
 
-// roundTrip returns the status sent, or an error code to send instead.
-func (s *session) roundTrip(ctx context.Context, m *messages.HTTPRequest) (int, messages.ErrorCode) {
-	req, err := s.localRequest(ctx, m.Method, m.URI, m.Host, m.Header, m.Body)
+// roundTrip returns the status sent, or an error code to reset the stream
+// with instead.
+func (s *session) roundTrip(ctx context.Context, m *messages.HTTPRequest, st *stream.Stream) (int, messages.ErrorCode) {
+	req, err := s.localRequest(ctx, m, st)
 	if err != nil {
 		s.log.Warn("bad request from proxy", "err", err)
 		return 502, messages.CodeBadResponse
@@ -43,53 +44,129 @@ func (s *session) roundTrip(ctx context.Context, m *messages.HTTPRequest) (int, 
 	resp, err := s.r.transport.RoundTrip(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return 504, messages.CodeTimeout
+			return 0, 0
 		}
 		s.log.Warn("local service unreachable", "err", err)
 		return 502, messages.CodeUpstream
 	}
 	defer resp.Body.Close()
-	body, err := limiter.ReadAll(resp.Body, int64(s.reg.MaxBody), resp.ContentLength)
-	switch {
-	case errors.Is(err, limiter.ErrTooLarge):
-		s.log.Warn("response body over the proxy's limit", "limit", limiter.Size(s.reg.MaxBody))
+	maxBody := int64(s.reg.MaxBody)
+	if !messages.ValidResponseStatus(uint16(min(resp.StatusCode, 65535))) {
+		s.log.Warn("local service answered with an invalid status", "status", resp.StatusCode)
+		return 502, messages.CodeBadResponse
+	}
+	if maxBody > 0 && resp.ContentLength > maxBody {
+		s.log.Warn("response body over the proxy's limit", "limit", limiter.Size(maxBody))
 		return 502, messages.CodeTooLarge
-	case err != nil && ctx.Err() != nil:
-		return 504, messages.CodeTimeout
-	case err != nil:
-		return 502, messages.CodeUpstream
 	}
 	h := messages.Header(resp.Header)
 	messages.RemoveHopByHop(h)
-	if headerBytes(h) > maxHeaderBytes {
-		// A frame past the proxy's read limit would end the whole
-		// connection; fail only this exchange.
-		s.log.Warn("response headers over the proxy's limit", "limit", limiter.Size(maxHeaderBytes))
+	if resp.ContentLength >= 0 {
+		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
+	}
+	if len(resp.Trailer) > 0 {
+		names := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			names = append(names, k)
+		}
+		h["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	hasBody := m.Method != http.MethodHead && resp.Body != http.NoBody && resp.ContentLength != 0 &&
+		resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified
+	head := &messages.HTTPResponse{ID: m.ID, Body: hasBody, Status: uint16(resp.StatusCode), Header: h}
+	if len(messages.Encode(head)) > messages.MaxHead {
+		// A head past the limit would cost this exchange only, but the
+		// proxy would refuse it anyway: say why here.
+		s.log.Warn("response headers over the proxy's limit", "limit", limiter.Size(messages.MaxHead))
 		return 502, messages.CodeTooLarge
 	}
-	if !s.send(&messages.HTTPResponse{ID: m.ID, Status: uint16(resp.StatusCode), Header: h, Body: body}) {
+	if err := st.Send(head); err != nil {
 		return 0, 0
 	}
-	return resp.StatusCode, 0
+	if !hasBody {
+		return resp.StatusCode, 0
+	}
+	_, err = stream.SendBody(ctx, st, resp.Body, stream.BodyOptions{
+		Length: resp.ContentLength,
+		Limit:  maxBody,
+		Trailer: func() messages.Header {
+			t := messages.Header{}
+			for k, v := range resp.Trailer {
+				if len(v) > 0 {
+					t[k] = v
+				}
+			}
+			return t
+		},
+	})
+	switch {
+	case err == nil, ctx.Err() != nil:
+		return resp.StatusCode, 0
+	case errors.Is(err, limiter.ErrTooLarge):
+		s.log.Warn("response body over the proxy's limit", "limit", limiter.Size(maxBody))
+		return resp.StatusCode, messages.CodeTooLarge
+	case st.Err() != nil:
+		return resp.StatusCode, 0 // the proxy reset the stream; it knows
+	default:
+		s.log.Warn("local service's response body failed", "err", err)
+		return resp.StatusCode, messages.CodeUpstream
+	}
 }
 
-// localRequest builds the request to the local service.
-func (s *session) localRequest(ctx context.Context, method, uri, host string, h messages.Header, body []byte) (*http.Request, error) {
-	u, err := joinURL(s.r.target, uri)
+// localRequest builds the request to the local service. Its body, if any,
+// is the stream's: read as the local service takes it, credit returned as
+// it goes.
+func (s *session) localRequest(ctx context.Context, m *messages.HTTPRequest, st *stream.Stream) (*http.Request, error) {
+	u, err := joinURL(s.r.target, m.URI)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, m.Method, u.String(), nil)
 	if err != nil {
 		return nil, err
 	}
-	if len(body) > 0 {
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.ContentLength = int64(len(body))
-	}
+	h := m.Header
 	messages.RemoveHopByHop(h)
+	if names := h["Trailer"]; len(names) > 0 {
+		req.Trailer = http.Header{}
+		for _, v := range names {
+			for n := range strings.SplitSeq(v, ",") {
+				if n = strings.TrimSpace(n); n != "" {
+					req.Trailer[http.CanonicalHeaderKey(n)] = nil
+				}
+			}
+		}
+		delete(h, "Trailer")
+	}
+	if m.Body {
+		body := stream.NewBodyReader(ctx, st)
+		if m.ExpectContinue {
+			// The body's first credit goes out when the local service asks
+			// for the body (the transport reads it after a 100 Continue).
+			body.OnFirstRead = st.Grant
+		}
+		body.OnTrailer = func(t messages.Header) {
+			if req.Trailer == nil {
+				req.Trailer = http.Header{}
+			}
+			for k, v := range t {
+				req.Trailer[http.CanonicalHeaderKey(k)] = v
+			}
+		}
+		req.Body = body
+		req.ContentLength = -1
+		if v := h["Content-Length"]; len(v) == 1 {
+			if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 {
+				req.ContentLength = n
+			}
+		}
+		if req.ContentLength == 0 {
+			req.Body = http.NoBody
+		}
+	}
+	delete(h, "Content-Length")
 	req.Header = http.Header(h)
-	req.Host = s.hostHeader(host)
+	req.Host = s.hostHeader(m.Host)
 	return req, nil
 }
 
@@ -123,19 +200,4 @@ func joinURL(base *url.URL, uri string) (*url.URL, error) {
 func pathOf(uri string) string {
 	p, _, _ := strings.Cut(uri, "?")
 	return p
-}
-
-// maxHeaderBytes is the header block a frame may carry besides its body;
-// see "Limits" in docs/PROTOCOL.md.
-const maxHeaderBytes = 64 << 10
-
-// headerBytes is the size of h as a header block on the wire.
-func headerBytes(h messages.Header) int {
-	n := 4
-	for k, vs := range h {
-		for _, v := range vs {
-			n += 8 + len(k) + len(v)
-		}
-	}
-	return n
 }

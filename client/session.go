@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/keyhole-tunnel/keyhole/internal/stream"
 	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
@@ -19,32 +19,34 @@ import (
 const (
 	handshakeTimeout = 10 * time.Second
 	writeTimeout     = 10 * time.Second
-	outQueue         = 1024
-	// outQueueBytes bounds the bytes waiting to be written to the proxy.
-	// Every exchange and stream shares the link, and whatever waits here
-	// delays everyone's next frame: a local service flooding a visitor who
-	// stopped reading must not put megabytes ahead of another stream's
-	// messages or an HTTP response. (1024 frames alone allowed 1024 x
-	// max_body.)
-	outQueueBytes = 1 << 20
+	// maxControlQueue bounds the control frames (response heads, credit,
+	// resets) waiting to be written to the proxy; data is bounded by the
+	// streams' credit.
+	maxControlQueue = 4 << 20
 	// defaultMaxConcurrent bounds the requests and streams served at once on one
 	// connection; more are answered with CodeOverloaded.
 	defaultMaxConcurrent = 1024
 	// statusReplaced is the close code of a connection whose key
 	// registered again elsewhere.
-	statusReplaced websocket.StatusCode = 4000
+	statusReplaced = websocket.StatusCode(messages.CloseReplaced)
 )
+
+// errSessionClosed means a frame could not be queued: the connection is
+// over.
+var errSessionClosed = errors.New("client: connection to the proxy closed")
 
 // session is one connection to the proxy, from dial to close.
 type session struct {
 	r          *runner
 	log        *slog.Logger
 	ws         *websocket.Conn
+	conn       *wsbuf.CorkConn // under ws
 	started    time.Time
 	registered bool
 	reg        messages.RegistrationResponse
-	out        chan []byte
-	outBytes   budget // bytes in out
+	out        *stream.Writer     // frames for the proxy
+	in         *stream.ConnWindow // the proxy's connection credit towards us
+	budget     *stream.Budget     // window growth of this connection's streams
 	lastRead   atomic.Int64
 	slots      chan struct{}
 
@@ -59,13 +61,14 @@ type session struct {
 // task is one HTTP exchange or WebSocket stream in progress.
 type task struct {
 	cancel context.CancelFunc
-	stream *localStream // nil for HTTP
+	st     *stream.Stream
 }
 
 func (r *runner) newSession() *session {
-	return &session{r: r, log: r.log, started: time.Now(), out: make(chan []byte, outQueue),
-		outBytes: budget{limit: outQueueBytes},
-		slots:    make(chan struct{}, r.maxConcurrent), tasks: make(map[messages.ID]*task)}
+	return &session{r: r, log: r.log, started: time.Now(),
+		out:   stream.NewWriter(messages.InitialConnWindow, maxControlQueue),
+		in:    stream.NewConnWindow(messages.InitialConnWindow),
+		slots: make(chan struct{}, r.maxConcurrent), tasks: make(map[messages.ID]*task)}
 }
 
 // run dials, registers and serves until the connection ends. It signals
@@ -79,11 +82,12 @@ func (s *session) run(ctx context.Context, moved chan<- struct{}) error {
 	}
 	defer s.ws.CloseNow()
 	s.registered = true
+	s.budget = stream.NewBudget(int64(s.reg.ConnBudget), nil)
 	s.log.Info("registered", "url", s.reg.URL)
 	if f := s.r.c.OnRegister; f != nil {
 		f(s.reg.URL)
 	}
-	s.ws.SetReadLimit(int64(s.reg.MaxBody) + 64<<10 + 4096)
+	s.ws.SetReadLimit(messages.MaxFrame)
 	s.lastRead.Store(time.Now().UnixNano())
 
 	writeErr := make(chan error, 1)
@@ -94,6 +98,7 @@ func (s *session) run(ctx context.Context, moved chan<- struct{}) error {
 	}()
 	err := s.readLoop(moved)
 	s.cancel()
+	s.out.Close()
 	s.wg.Wait()
 	if werr := <-writeErr; werr != nil && err == nil {
 		err = werr
@@ -105,15 +110,23 @@ func (s *session) run(ctx context.Context, moved chan<- struct{}) error {
 func (s *session) connect() error {
 	ctx, cancel := context.WithTimeout(s.ctx, handshakeTimeout)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, s.r.controlURL, &websocket.DialOptions{
-		HTTPClient:      s.r.dialHTTP,
+	hc, dialed, done := s.r.dialProxy()
+	defer done()
+	ws, resp, err := websocket.Dial(ctx, s.r.controlURL, &websocket.DialOptions{
+		HTTPClient:      hc,
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {
+		if resp != nil && resp.StatusCode == 404 {
+			// Not a keyhole proxy of this protocol version: an older proxy
+			// has no such path. Retrying will not change that.
+			return &RefusedError{Reason: fmt.Sprintf("the proxy does not speak keyhole protocol version %d (HTTP 404 at %s); upgrade the proxy", messages.Version, messages.ControlPath)}
+		}
 		return fmt.Errorf("dial proxy: %w", err)
 	}
 	s.ws = ws
-	ws.SetReadLimit(64 << 10)
+	s.conn = dialed()
+	ws.SetReadLimit(messages.MaxHandshakeRead)
 	fail := func(err error) error {
 		ws.CloseNow()
 		return err
@@ -130,12 +143,12 @@ func (s *session) connect() error {
 	if err := ws.Write(ctx, websocket.MessageBinary, messages.Encode(&messages.RegistrationRequest{JWS: jws})); err != nil {
 		return fail(fmt.Errorf("send registration: %w", err))
 	}
-	resp, err := s.read(ctx, messages.TypeRegistrationResponse)
+	resp2, err := s.read(ctx, messages.TypeRegistrationResponse)
 	if err != nil {
 		return fail(err)
 	}
-	s.reg = *resp.(*messages.RegistrationResponse)
-	if s.reg.PingMillis == 0 || s.reg.MaxBody == 0 || s.reg.TimeoutMillis == 0 {
+	s.reg = *resp2.(*messages.RegistrationResponse)
+	if s.reg.PingMillis == 0 || s.reg.TimeoutMillis == 0 || s.reg.MaxWindow < messages.InitialWindow {
 		return fail(errors.New("proxy sent an incomplete registration response"))
 	}
 	return nil
@@ -149,6 +162,9 @@ func (s *session) read(ctx context.Context, want messages.Type) (messages.Messag
 		return nil, closeError(err, true)
 	}
 	m, err := messages.Decode(data)
+	if errors.Is(err, messages.ErrVersion) {
+		return nil, &RefusedError{Reason: fmt.Sprintf("the proxy speaks another keyhole protocol version than %d; upgrade the older side", messages.Version)}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read %v: %w", want, err)
 	}
@@ -191,10 +207,8 @@ func (s *session) writeLoop() error {
 	lastWrite := time.Now()
 	for {
 		select {
-		case f := <-s.out:
-			err := s.write(f)
-			s.outBytes.release(len(f))
-			if err != nil {
+		case <-s.out.Ready():
+			if err := s.out.Flush(s.write); err != nil {
 				s.ws.CloseNow()
 				return fmt.Errorf("write: %w", err)
 			}
@@ -224,23 +238,35 @@ func (s *session) writeLoop() error {
 func (s *session) write(frame []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
-	return s.ws.Write(ctx, websocket.MessageBinary, frame)
+	s.conn.Cork()
+	err := s.ws.Write(ctx, websocket.MessageBinary, frame)
+	if uerr := s.conn.Uncork(writeTimeout); err == nil {
+		err = uerr
+	}
+	return err
 }
 
-// send queues a frame for the proxy, waiting while the queue is full: the
-// link to the proxy is the bottleneck every task shares.
-func (s *session) send(m messages.Message) bool {
-	f := messages.Encode(m)
-	if !s.outBytes.acquire(s.ctx, len(f)) {
-		return false
+// send queues a control frame (a head, an Error) for the proxy.
+func (s *session) send(m messages.Message) error {
+	if !s.out.Control(messages.Encode(m)) {
+		return errSessionClosed
 	}
-	select {
-	case s.out <- f:
-		return true
-	case <-s.ctx.Done():
-		s.outBytes.release(len(f))
-		return false
+	return nil
+}
+
+// streamSender is how one stream's frames reach the proxy.
+type streamSender struct {
+	s  *session
+	id messages.ID
+}
+
+func (t streamSender) Send(m messages.Message) error { return t.s.send(m) }
+
+func (t streamSender) SendData(m messages.Message, n int) error {
+	if !t.s.out.Data(t.id, stream.EncodeData(m), n) {
+		return errSessionClosed
 	}
+	return nil
 }
 
 // readLoop reads the proxy's frames and dispatches them.
@@ -254,56 +280,134 @@ func (s *session) readLoop(moved chan<- struct{}) error {
 			return closeError(err, false)
 		}
 		s.lastRead.Store(time.Now().UnixNano())
-		m, err := messages.Decode(buf.Bytes())
-		// Decode's byte slices alias the pooled buffer: copy the ones that
-		// outlive this iteration, then give the buffer back.
-		switch m := m.(type) {
-		case *messages.HTTPRequest:
-			m.Body = bytes.Clone(m.Body)
-		case *messages.WSMessage:
-			m.Data = bytes.Clone(m.Data)
-		}
+		err = s.dispatchFrame(buf.Bytes(), moved)
 		buf.Release()
-		if errors.Is(err, messages.ErrUnknownType) {
-			continue // from a newer proxy; skip
-		}
 		if err != nil {
-			s.ws.Close(websocket.StatusPolicyViolation, "malformed frame")
+			s.ws.Close(websocket.StatusPolicyViolation, messages.CloseReason(err.Error()))
 			return fmt.Errorf("from proxy: %w", err)
-		}
-		switch m := m.(type) {
-		case *messages.Ping:
-		case *messages.HTTPRequest:
-			s.start(m.ID, nil, func(ctx context.Context) { s.serveHTTP(ctx, m) })
-		case *messages.WSRequest:
-			st := newLocalStream()
-			s.start(m.ID, st, func(ctx context.Context) { s.serveStream(ctx, m, st) })
-		case *messages.WSMessage:
-			if t := s.task(m.ID); t != nil && t.stream != nil {
-				t.stream.deliver(m)
-			}
-		case *messages.WSTeardown:
-			if t := s.task(m.ID); t != nil && t.stream != nil {
-				t.stream.deliver(m)
-			}
-		case *messages.Error:
-			switch {
-			case m.ID.IsZero() && m.Code == messages.CodeGoingAway:
-				select {
-				case moved <- struct{}{}:
-				default:
-				}
-			case !m.ID.IsZero():
-				if t := s.task(m.ID); t != nil {
-					t.cancel()
-				}
-			}
 		}
 	}
 }
 
+// dispatchFrame handles one websocket message from the proxy, a Batch
+// frame by frame. The frame's memory is reused afterwards: whatever
+// outlives the call is copied.
+func (s *session) dispatchFrame(frame []byte, moved chan<- struct{}) error {
+	m, err := messages.Decode(frame)
+	if errors.Is(err, messages.ErrUnknownType) {
+		return nil // from a newer proxy; skip
+	}
+	if err != nil {
+		return errors.New("malformed frame")
+	}
+	if b, ok := m.(*messages.Batch); ok {
+		for _, f := range b.Frames {
+			inner, err := messages.Decode(f)
+			if errors.Is(err, messages.ErrUnknownType) {
+				continue
+			}
+			if err != nil {
+				return errors.New("malformed frame")
+			}
+			if err := s.dispatch(inner, moved); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return s.dispatch(m, moved)
+}
+
+func (s *session) dispatch(m messages.Message, moved chan<- struct{}) error {
+	switch m := m.(type) {
+	case *messages.Ping:
+		return nil
+	case *messages.HTTPRequest:
+		st := s.newStream(m.ID, int(m.Window), m.ExpectContinue)
+		s.start(m.ID, st, func(ctx context.Context) { s.serveHTTP(ctx, m, st) })
+		return nil
+	case *messages.WSRequest:
+		st := s.newStream(m.ID, int(m.Window), false)
+		s.start(m.ID, st, func(ctx context.Context) { s.serveStream(ctx, m, st) })
+		return nil
+	case *messages.Credit:
+		if m.ID.IsZero() {
+			s.out.Credit(int(m.Increment))
+			return nil
+		}
+		s.deliver(m.ID, m)
+		return nil
+	case *messages.Error:
+		switch {
+		case m.ID.IsZero() && m.Code == messages.CodeGoingAway:
+			select {
+			case moved <- struct{}{}:
+			default:
+			}
+		case !m.ID.IsZero():
+			if t := s.task(m.ID); t != nil {
+				t.st.Receive(m)
+				t.cancel()
+			}
+		}
+		return nil
+	case *messages.Data:
+		m.Data = stream.CopyData(m.Data)
+		return s.deliverData(m.ID, m, len(m.Data))
+	case *messages.WSMessage:
+		m.Data = stream.CopyData(m.Data)
+		return s.deliverData(m.ID, m, len(m.Data))
+	case *messages.Trailer:
+		s.deliver(m.ID, m)
+		return nil
+	case *messages.WSTeardown:
+		s.deliver(m.ID, m)
+		return nil
+	}
+	return fmt.Errorf("unexpected %v", m.Type())
+}
+
+// deliverData hands data to its stream within the connection's credit,
+// and returns that credit once the frame has left the read path.
+func (s *session) deliverData(id messages.ID, m messages.Message, n int) error {
+	if !s.in.Received(n) {
+		return errors.New("data beyond the connection's credit")
+	}
+	s.deliver(id, m)
+	if inc := s.in.Passed(n); inc > 0 {
+		s.send(&messages.Credit{Increment: inc})
+	}
+	return nil
+}
+
+// deliver hands a frame to its stream. Frames for streams that are over
+// (a frame crossing their end) are dropped.
+func (s *session) deliver(id messages.ID, m messages.Message) {
+	t := s.task(id)
+	if t == nil {
+		return
+	}
+	if err := t.st.Receive(m); err != nil {
+		// The proxy sent more than the stream's credit: that stream cannot
+		// be trusted, the others can.
+		s.log.Warn("stream reset", "req", id, "err", err)
+		t.st.Reset(messages.CodeBadResponse, "flow control violated")
+		t.cancel()
+	}
+}
+
+// newStream makes the client's end of a stream the proxy opened.
+func (s *session) newStream(id messages.ID, sendCredit int, expectContinue bool) *stream.Stream {
+	return stream.New(id, streamSender{s, id}, stream.Config{
+		SendCredit:      sendCredit,
+		NoInitialCredit: expectContinue,
+		MaxWindow:       int(s.reg.MaxWindow),
+		Budget:          s.budget,
+	})
+}
+
 // start runs fn for a new task, unless too many are running.
-func (s *session) start(id messages.ID, st *localStream, fn func(ctx context.Context)) {
+func (s *session) start(id messages.ID, st *stream.Stream, fn func(ctx context.Context)) {
 	select {
 	case s.slots <- struct{}{}:
 	default:
@@ -312,7 +416,7 @@ func (s *session) start(id messages.ID, st *localStream, fn func(ctx context.Con
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	s.mu.Lock()
-	s.tasks[id] = &task{cancel: cancel, stream: st}
+	s.tasks[id] = &task{cancel: cancel, st: st}
 	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
@@ -323,6 +427,10 @@ func (s *session) start(id messages.ID, st *localStream, fn func(ctx context.Con
 			delete(s.tasks, id)
 			s.mu.Unlock()
 			cancel()
+			st.Close()
+			if st.Err() != nil {
+				s.out.Forget(id) // nobody wants what is still queued
+			}
 		}()
 		fn(ctx)
 	}()

@@ -278,9 +278,10 @@ func rawUpgradeWith(t *testing.T, env *tunneltest.Env, host, path, origin string
 // rawClient speaks the keyhole protocol by hand, so tests can make a client
 // misbehave: ignore requests, answer for IDs it does not own, or vanish.
 type rawClient struct {
-	t   *testing.T
-	ws  *websocket.Conn
-	reg *messages.RegistrationResponse
+	t       *testing.T
+	ws      *websocket.Conn
+	reg     *messages.RegistrationResponse
+	pending []messages.Message // the rest of a Batch
 }
 
 // dialRaw connects and registers a hand-driven client.
@@ -333,8 +334,19 @@ func (rc *rawClient) read(ctx context.Context) messages.Message {
 	return m
 }
 
+// tryRead returns the next message that is not a Ping or a Credit, taking
+// Batches apart.
 func (rc *rawClient) tryRead(ctx context.Context) (messages.Message, error) {
 	for {
+		if len(rc.pending) > 0 {
+			m := rc.pending[0]
+			rc.pending = rc.pending[1:]
+			switch m.(type) {
+			case *messages.Ping, *messages.Credit:
+				continue
+			}
+			return m, nil
+		}
 		_, b, err := rc.ws.Read(ctx)
 		if err != nil {
 			return nil, err
@@ -343,9 +355,17 @@ func (rc *rawClient) tryRead(ctx context.Context) (messages.Message, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, ping := m.(*messages.Ping); !ping {
-			return m, nil
+		if batch, ok := m.(*messages.Batch); ok {
+			for _, f := range batch.Frames {
+				inner, err := messages.Decode(f)
+				if err != nil {
+					return nil, err
+				}
+				rc.pending = append(rc.pending, inner)
+			}
+			continue
 		}
+		rc.pending = append(rc.pending, m)
 	}
 }
 

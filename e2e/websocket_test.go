@@ -753,14 +753,14 @@ func TestWebSocketIsolation(t *testing.T) {
 				defer vis.CloseNow()
 
 				intruder := dialRaw(ctx, t, env)
-				intruder.send(ctx, &messages.WSMessage{ID: c.id(owner, req.ID), Opcode: messages.OpText, Data: []byte("forged")})
+				intruder.send(ctx, &messages.WSMessage{ID: c.id(owner, req.ID), Opcode: messages.OpText, Fin: true, Data: []byte("forged")})
 				_, err := intruder.tryRead(ctx)
 				if ce := closeErr(t, "intruder", err); ce.Code != websocket.StatusPolicyViolation {
 					t.Fatalf("intruder closed with %v, want 1008", ce)
 				}
 				// The forged message never reached the visitor: the next one
 				// it gets is the owner's.
-				owner.send(ctx, &messages.WSMessage{ID: req.ID, Opcode: messages.OpText, Data: []byte("genuine")})
+				owner.send(ctx, &messages.WSMessage{ID: req.ID, Opcode: messages.OpText, Fin: true, Data: []byte("genuine")})
 				if _, b, err := vis.Read(ctx); err != nil || string(b) != "genuine" {
 					t.Fatalf("visitor got %q, %v; want genuine", b, err)
 				}
@@ -784,7 +784,7 @@ func TestWebSocketIsolation(t *testing.T) {
 			if !ok {
 				t.Fatal("no WSRequest")
 			}
-			rc.send(ctx, &messages.WSMessage{ID: req.ID, Opcode: messages.OpText, Data: []byte("too early")})
+			rc.send(ctx, &messages.WSMessage{ID: req.ID, Opcode: messages.OpText, Fin: true, Data: []byte("too early")})
 			_, err := rc.tryRead(ctx)
 			if ce := closeErr(t, "client", err); ce.Code != websocket.StatusPolicyViolation {
 				t.Fatalf("closed with %v, want 1008", ce)

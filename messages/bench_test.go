@@ -10,7 +10,7 @@ import (
 )
 
 // benchMessages has one message of each type at a realistic size.
-func benchMessages(b *testing.B) []sample {
+func benchMessages(b testing.TB) []sample {
 	b.Helper()
 	id := messages.NewID()
 	host := "sd5mv7vjwfkwngcub5ymael2elvdppk46pwtyryjhqlqokbljoeq.tunnel.example"
@@ -43,21 +43,46 @@ func benchMessages(b *testing.B) []sample {
 	}
 	key := rfc8037Key(b)
 	jws := mustSign(b, key, testChallenge, messages.RegistrationClaims{Token: "s3cret"})
-	req := &messages.HTTPRequest{ID: id, Method: "POST", URI: "/api/v1/items?page=2", Host: host, Header: reqHeader, Body: body(1 << 10)}
+	req := &messages.HTTPRequest{ID: id, Body: true, Window: messages.InitialWindow, Method: "POST", URI: "/api/v1/items?page=2", Host: host, Header: reqHeader}
+	credit := messages.Encode(&messages.Credit{ID: id, Increment: messages.InitialWindow / 4})
+	// What a busy connection's writer packs together: credit for several
+	// streams and a small body.
+	batch := [][]byte{credit, credit, credit, credit, messages.Encode(&messages.Data{ID: id, End: true, Data: body(1 << 10)})}
 	return []sample{
 		{"Challenge", &messages.Challenge{Nonce: "q0lA9zXcVw2gXKQ3PHrKsQ", Domain: "tunnel.example"}},
 		{"RegistrationRequest", &messages.RegistrationRequest{JWS: jws}},
-		{"RegistrationResponse", &messages.RegistrationResponse{Hostname: host, URL: "https://" + host, PingMillis: 10000, MaxBody: 500 << 10, TimeoutMillis: 30000}},
+		{"RegistrationResponse", &messages.RegistrationResponse{
+			Hostname: host, URL: "https://" + host, PingMillis: 10000, TimeoutMillis: 30000, IdleTimeoutMillis: 60000,
+			MaxBody: 500_000, MaxWindow: 8 << 20, ConnBudget: 16 << 20,
+		}},
 		{"HTTPRequest", req},
-		{"HTTPResponse", &messages.HTTPResponse{ID: id, Status: 200, Header: respHeader, Body: body(400 << 10)}},
-		{"WSRequest", &messages.WSRequest{ID: id, URI: "/socket", Host: host, Header: messages.Header{"Origin": {"https://" + host}, "Cookie": {"session=8f14e45fceea167a5a36dedd4bea2543"}}, Subprotocols: []string{"graphql-transport-ws", "graphql-ws"}}},
+		{"HTTPResponse", &messages.HTTPResponse{ID: id, Body: true, Status: 200, Header: respHeader}},
+		{"WSRequest", &messages.WSRequest{ID: id, Window: messages.InitialWindow, URI: "/socket", Host: host, Header: messages.Header{"Origin": {"https://" + host}, "Cookie": {"session=8f14e45fceea167a5a36dedd4bea2543"}}, Subprotocols: []string{"graphql-transport-ws", "graphql-ws"}}},
 		{"WSResponse", &messages.WSResponse{ID: id, Status: 101, Subprotocol: "graphql-transport-ws"}},
-		{"WSMessage", &messages.WSMessage{ID: id, Opcode: messages.OpBinary, Data: body(1 << 10)}},
+		{"WSMessage", &messages.WSMessage{ID: id, Opcode: messages.OpBinary, Fin: true, Data: body(1 << 10)}},
 		{"WSTeardown", &messages.WSTeardown{ID: id, Code: 1000, Reason: "normal closure"}},
 		{"Ping", &messages.Ping{}},
 		{"Error", &messages.Error{ID: id, Code: messages.CodeRateLimited, RetryAfter: 1, Reason: "rate limited"}},
-		{"Envelope", &messages.Envelope{ReplyTo: "proxy-7f3a", Conn: "conn-19", Frame: messages.Encode(req)}},
+		{"Batch", &messages.Batch{Frames: batch}},
+		{"Envelope", &messages.Envelope{ReplyTo: "proxy-7f3a", Conn: "proxy-7f3a/conn-19", Frame: messages.Encode(req)}},
 		{"Takeover", &messages.Takeover{Hostname: host}},
+		// A full data frame: the unit a body moves in.
+		{"Data", &messages.Data{ID: id, Data: body(messages.MaxData)}},
+		{"Credit", &messages.Credit{ID: id, Increment: messages.InitialWindow / 4}},
+		{"Trailer", &messages.Trailer{ID: id, Header: messages.Header{"Grpc-Status": {"0"}, "Grpc-Message": {"OK"}}}},
+	}
+}
+
+// The benchmarks cover every message type, so a slow new one shows.
+func TestBenchMessagesCoverEveryType(t *testing.T) {
+	have := map[messages.Type]bool{}
+	for _, s := range benchMessages(t) {
+		have[s.msg.Type()] = true
+	}
+	for _, tc := range pinnedTypes {
+		if !have[tc.typ] {
+			t.Errorf("no benchmark message of type %s", tc.name)
+		}
 	}
 }
 

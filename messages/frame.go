@@ -10,15 +10,20 @@ import (
 // Version is the protocol version carried in the first byte of every frame.
 //
 // Changelog:
-//   - 1: initial protocol.
-const Version = 1
+//   - 1: initial protocol; every HTTP body crossed as one message.
+//   - 2: every body is a stream: HTTPRequest and HTTPResponse carry heads
+//     only, bodies follow as Data frames under credit (Credit), trailers
+//     as Trailer; WSMessage is cut into fragments under the same credit;
+//     Batch carries several frames in one websocket message.
+const Version = 2
 
 // Type identifies a message. The values are part of the wire protocol and
 // pinned by a test; never renumber them.
 type Type uint8
 
 // Message types. Ranges: 0x0_ registration, 0x1_ HTTP, 0x2_ WebSocket,
-// 0x3_ control, 0x4_ between proxy instances only (never sent to clients).
+// 0x3_ control, 0x4_ between proxy instances only (never sent to clients),
+// 0x5_ stream data and flow control.
 const (
 	TypeChallenge            Type = 0x01
 	TypeRegistrationRequest  Type = 0x02
@@ -31,38 +36,37 @@ const (
 	TypeWSTeardown           Type = 0x23
 	TypePing                 Type = 0x30
 	TypeError                Type = 0x31
+	TypeBatch                Type = 0x32
 	TypeEnvelope             Type = 0x40
 	TypeTakeover             Type = 0x41
+	TypeData                 Type = 0x50
+	TypeCredit               Type = 0x51
+	TypeTrailer              Type = 0x52
 )
 
+var typeNames = map[Type]string{
+	TypeChallenge:            "Challenge",
+	TypeRegistrationRequest:  "RegistrationRequest",
+	TypeRegistrationResponse: "RegistrationResponse",
+	TypeHTTPRequest:          "HTTPRequest",
+	TypeHTTPResponse:         "HTTPResponse",
+	TypeWSRequest:            "WSRequest",
+	TypeWSResponse:           "WSResponse",
+	TypeWSMessage:            "WSMessage",
+	TypeWSTeardown:           "WSTeardown",
+	TypePing:                 "Ping",
+	TypeError:                "Error",
+	TypeBatch:                "Batch",
+	TypeEnvelope:             "Envelope",
+	TypeTakeover:             "Takeover",
+	TypeData:                 "Data",
+	TypeCredit:               "Credit",
+	TypeTrailer:              "Trailer",
+}
+
 func (t Type) String() string {
-	switch t {
-	case TypeChallenge:
-		return "Challenge"
-	case TypeRegistrationRequest:
-		return "RegistrationRequest"
-	case TypeRegistrationResponse:
-		return "RegistrationResponse"
-	case TypeHTTPRequest:
-		return "HTTPRequest"
-	case TypeHTTPResponse:
-		return "HTTPResponse"
-	case TypeWSRequest:
-		return "WSRequest"
-	case TypeWSResponse:
-		return "WSResponse"
-	case TypeWSMessage:
-		return "WSMessage"
-	case TypeWSTeardown:
-		return "WSTeardown"
-	case TypePing:
-		return "Ping"
-	case TypeError:
-		return "Error"
-	case TypeEnvelope:
-		return "Envelope"
-	case TypeTakeover:
-		return "Takeover"
+	if s, ok := typeNames[t]; ok {
+		return s
 	}
 	return fmt.Sprintf("Type(0x%02x)", uint8(t))
 }
@@ -110,20 +114,22 @@ func Peek(frame []byte) (Type, error) {
 }
 
 // PeekID returns the ID of a frame whose payload starts with one: every
-// HTTP and WebSocket message, and Error.
+// HTTP, WebSocket and stream message, and Error.
 func PeekID(frame []byte) (ID, bool) {
 	var id ID
 	t, err := Peek(frame)
-	if err != nil || !t.hasID() || len(frame) < HeaderSize+len(id) {
+	if err != nil || !t.HasID() || len(frame) < HeaderSize+len(id) {
 		return id, false
 	}
 	copy(id[:], frame[HeaderSize:])
 	return id, true
 }
 
-func (t Type) hasID() bool {
+// HasID reports whether frames of type t start with a stream ID.
+func (t Type) HasID() bool {
 	switch t {
-	case TypeHTTPRequest, TypeHTTPResponse, TypeWSRequest, TypeWSResponse, TypeWSMessage, TypeWSTeardown, TypeError:
+	case TypeHTTPRequest, TypeHTTPResponse, TypeWSRequest, TypeWSResponse, TypeWSMessage, TypeWSTeardown,
+		TypeError, TypeData, TypeCredit, TypeTrailer:
 		return true
 	}
 	return false
@@ -175,10 +181,18 @@ func newMessage(t Type) Message {
 		return new(Ping)
 	case TypeError:
 		return new(Error)
+	case TypeBatch:
+		return new(Batch)
 	case TypeEnvelope:
 		return new(Envelope)
 	case TypeTakeover:
 		return new(Takeover)
+	case TypeData:
+		return new(Data)
+	case TypeCredit:
+		return new(Credit)
+	case TypeTrailer:
+		return new(Trailer)
 	}
 	return nil
 }
@@ -261,6 +275,16 @@ func (d *decoder) id() (id ID) {
 	return id
 }
 
+// flags reads a flags byte; bits outside known are a malformed frame, so
+// that a flag added later cannot be silently ignored by an old receiver.
+func (d *decoder) flags(known uint8) uint8 {
+	f := d.u8()
+	if d.err == nil && f&^known != 0 {
+		d.err = ErrMalformed
+	}
+	return f
+}
+
 // header decodes a header block. Each pair needs at least 8 bytes, which
 // bounds the count before the map is allocated.
 func (d *decoder) header() Header {
@@ -302,23 +326,23 @@ func EnvelopeSize(replyTo, conn string, frameLen int) int {
 	return HeaderSize + 4 + len(replyTo) + 4 + len(conn) + frameLen
 }
 
-// EnvelopeFrame returns the frame an Envelope carries, without decoding
-// the rest of it: the reply path needs only the frame, and copies nothing.
-func EnvelopeFrame(payload []byte) ([]byte, error) {
+// OpenEnvelope returns the connection an Envelope names and the frame it
+// carries, without decoding the frame or copying it.
+func OpenEnvelope(payload []byte) (replyTo, conn string, frame []byte, err error) {
 	t, err := Peek(payload)
 	if err != nil {
-		return nil, err
+		return "", "", nil, err
 	}
 	if t != TypeEnvelope {
-		return nil, fmt.Errorf("%w: %v is not an Envelope", ErrMalformed, t)
+		return "", "", nil, fmt.Errorf("%w: %v is not an Envelope", ErrMalformed, t)
 	}
 	d := decoder{b: payload[HeaderSize:]}
-	d.take(uint64(d.u32())) // ReplyTo
-	d.take(uint64(d.u32())) // Conn
+	replyTo = d.string()
+	conn = d.string()
 	if d.err != nil {
-		return nil, fmt.Errorf("decode Envelope: %w", d.err)
+		return "", "", nil, fmt.Errorf("decode Envelope: %w", d.err)
 	}
-	return d.b, nil
+	return replyTo, conn, d.b, nil
 }
 
 // AppendEnvelopeFrame is AppendEnvelope for a frame that is already encoded.

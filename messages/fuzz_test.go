@@ -8,13 +8,15 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
 // FuzzDecode: Decode never panics, and whatever it accepts re-encodes to a
-// frame that decodes to the same message.
+// frame that decodes to the same message. A Batch it accepts holds only
+// frames of at least a header and never a Batch, so unpacking one is safe.
 func FuzzDecode(f *testing.F) {
 	for _, s := range samples() {
 		f.Add(messages.Encode(s.msg))
@@ -22,12 +24,34 @@ func FuzzDecode(f *testing.F) {
 	for _, h := range hostileFrames() {
 		f.Add(h.frame)
 	}
+	for _, e := range wireExamples() {
+		f.Add(messages.Encode(e.msg))
+	}
 	f.Add(unsortedHeaderFrame())
-	f.Add(newFrame(messages.TypeWSMessage).id(testID).raw(3).u32(1).raw('x').b)
+	f.Add(newFrame(messages.TypeWSMessage).id(testID).raw(3, 1).u32(1).raw('x').b)
 	f.Add([]byte{messages.Version, 0x7f, 0, 0})
+	f.Add([]byte{messages.Version, byte(messages.TypePing), 0})
+	f.Add([]byte{1, byte(messages.TypePing)})
 	f.Add(messages.Encode(&messages.Envelope{ReplyTo: "p", Conn: "c", Frame: messages.Encode(&messages.Envelope{
 		ReplyTo: "q", Conn: "d", Frame: messages.Encode(&messages.Ping{}),
 	})}))
+	// Flags: unknown bits on each flagged type.
+	f.Add(newFrame(messages.TypeHTTPRequest).id(testID).raw(0x04).u32(1).str("GET").str("/").str("h").u32(0).b)
+	f.Add(newFrame(messages.TypeHTTPResponse).id(testID).raw(messages.FlagExpectContinue).u16(200).u32(0).b)
+	f.Add(newFrame(messages.TypeWSMessage).id(testID).raw(byte(messages.OpText), 0x80).u32(0).b)
+	f.Add(newFrame(messages.TypeData).id(testID).raw(0x03).u32(0).b)
+	// Batches: nested, with short or cut inner frames, of every sample.
+	ping := messages.Encode(&messages.Ping{})
+	f.Add(newFrame(messages.TypeBatch).frame(newFrame(messages.TypeBatch).frame(ping).b).b)
+	f.Add(newFrame(messages.TypeBatch).frame(ping[:1]).b)
+	f.Add(newFrame(messages.TypeBatch).frame(ping).raw(0, 0, 0).b)
+	var all [][]byte
+	for _, s := range samples() {
+		if s.msg.Type() != messages.TypeBatch {
+			all = append(all, messages.Encode(s.msg))
+		}
+	}
+	f.Add(messages.AppendBatch(nil, all))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		m, err := messages.Decode(frame)
 		if err != nil {
@@ -35,6 +59,19 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("Decode returned %#v with error %v", m, err)
 			}
 			return
+		}
+		if b, ok := m.(*messages.Batch); ok {
+			for _, inner := range b.Frames {
+				if len(inner) < messages.HeaderSize || messages.Type(inner[1]) == messages.TypeBatch {
+					t.Fatalf("Batch accepted inner frame % x", inner)
+				}
+				messages.Decode(inner) // must not panic, whatever it says
+			}
+		}
+		if messages.Type(frame[1]).HasID() {
+			if id, ok := messages.PeekID(frame); !ok || id != reflect.ValueOf(m).Elem().FieldByName("ID").Interface().(messages.ID) {
+				t.Fatalf("PeekID = %v, %v; the decoded ID differs", id, ok)
+			}
 		}
 		again := messages.Encode(m)
 		m2, err := messages.Decode(again)
@@ -48,6 +85,34 @@ func FuzzDecode(f *testing.F) {
 		// gives the same bytes.
 		if third := messages.Encode(m2); !bytes.Equal(third, again) {
 			t.Fatalf("encoding is not stable:\n% x\n% x", again, third)
+		}
+	})
+}
+
+// FuzzCloseReason: whatever a peer sends as a close reason, what is passed
+// on fits a close frame, and a valid reason is only ever cut, at the last
+// character boundary that fits.
+func FuzzCloseReason(f *testing.F) {
+	for _, s := range []string{"", "bye", strings.Repeat("a", 200), strings.Repeat("é", 70), strings.Repeat("a", 122) + "€", "a\xffb", strings.Repeat("\xff", 300)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out := messages.CloseReason(in)
+		if !utf8.ValidString(out) || len(out) > messages.MaxCloseReason {
+			t.Fatalf("CloseReason(%q) = %q: %d bytes, valid %v", in, out, len(out), utf8.ValidString(out))
+		}
+		if !utf8.ValidString(in) {
+			return
+		}
+		if !strings.HasPrefix(in, out) {
+			t.Fatalf("CloseReason(%q) = %q, not a prefix", in, out)
+		}
+		if rest := in[len(out):]; rest != "" {
+			if r, n := utf8.DecodeRuneInString(rest); r == utf8.RuneError && n <= 1 {
+				t.Fatalf("CloseReason(%q) cut inside a character", in)
+			} else if len(out)+n <= messages.MaxCloseReason {
+				t.Fatalf("CloseReason(%q) = %q: cut more than needed", in, out)
+			}
 		}
 	})
 }

@@ -65,16 +65,29 @@ func isTokenChar(c byte) bool {
 }
 
 // hopByHop are the headers that describe one connection, not the message
-// (RFC 9110 section 7.6.1). They never cross the tunnel.
+// (RFC 9110 section 7.6.1). They never cross the tunnel. Trailer is not
+// among them: it declares the trailer fields of the message itself.
 var hopByHop = []string{
 	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+	"Proxy-Authorization", "Te", "Transfer-Encoding", "Upgrade",
 }
 
 // RemoveHopByHop deletes the hop-by-hop headers from h, and every header
 // that its Connection header names. Both the proxy and the client apply it,
-// on each leg.
+// on each leg. "TE: trailers" survives as exactly that: it says the caller
+// accepts trailers, which every leg of the tunnel passes on (gRPC needs it).
 func RemoveHopByHop(h Header) {
+	trailers := false
+	for k, vs := range h {
+		if textproto.CanonicalMIMEHeaderKey(k) == "Te" && hasToken(vs, "trailers") {
+			trailers = true
+		}
+	}
+	defer func() {
+		if trailers {
+			h["Te"] = []string{"trailers"}
+		}
+	}()
 	// A header decoded from the wire keeps the peer's spelling of each
 	// name, so names are compared in canonical form: "connection" and
 	// "transfer-encoding" are hop-by-hop too.
@@ -96,4 +109,24 @@ func RemoveHopByHop(h Header) {
 			delete(h, k)
 		}
 	}
+}
+
+// hasToken reports whether a comma-separated header value list holds token,
+// ignoring case; a token with the parameter q=0 is refused, as RFC 9110
+// section 12.4.2 says, so it does not count.
+func hasToken(vs []string, token string) bool {
+	for _, v := range vs {
+		for t := range strings.SplitSeq(v, ",") {
+			t, params, _ := strings.Cut(t, ";")
+			if !strings.EqualFold(textproto.TrimString(t), token) {
+				continue
+			}
+			q := strings.ReplaceAll(strings.ToLower(params), " ", "")
+			if q == "q=0" || strings.HasPrefix(q, "q=0.") && strings.Trim(q[4:], "0") == "" {
+				continue
+			}
+			return true
+		}
+	}
+	return false
 }

@@ -6,9 +6,10 @@ import (
 	"slices"
 )
 
-// ID names one HTTP exchange or one WebSocket stream. IDs are 128-bit random
-// values chosen by the proxy and bound to the client connection they were
-// sent to.
+// ID names one stream: an HTTP exchange or a WebSocket. IDs are 128-bit
+// random values chosen by the proxy and bound to the client connection they
+// were sent to. The zero ID names the connection itself (in Error and
+// Credit).
 type ID [16]byte
 
 // NewID returns a random ID.
@@ -20,7 +21,7 @@ func NewID() ID {
 
 func (id ID) String() string { return hex.EncodeToString(id[:]) }
 
-// IsZero reports whether id is all zeros, which Error uses for messages about
+// IsZero reports whether id is all zeros, which Error and Credit use for
 // the whole connection.
 func (id ID) IsZero() bool { return id == ID{} }
 
@@ -53,6 +54,19 @@ func appendHeader(b []byte, h Header) []byte {
 	return b
 }
 
+// HeaderBlockSize is the encoded size of h as a header block: 4 bytes of
+// count, then 8 bytes of lengths plus the name and value per pair.
+func HeaderBlockSize(h Header) int {
+	n := 4
+	for k, vs := range h {
+		n += len(vs) * (8 + len(k))
+		for _, v := range vs {
+			n += len(v)
+		}
+	}
+	return n
+}
+
 // Challenge is the proxy's first message on a new client connection.
 // The client must sign Nonce and Domain into its RegistrationRequest.
 type Challenge struct {
@@ -73,17 +87,44 @@ type RegistrationResponse struct {
 	// PingMillis is how often each side sends a Ping when it has sent
 	// nothing else; silence for twice this long ends the connection.
 	PingMillis uint32
-	// MaxBody is the largest request or response body, and the largest
-	// WebSocket message, in bytes.
-	MaxBody uint32
-	// TimeoutMillis is how long the proxy waits for an HTTPResponse or a
-	// WSResponse.
+	// TimeoutMillis is how long the proxy waits for a response head
+	// (HTTPResponse or WSResponse) while the tunnel makes no progress.
 	TimeoutMillis uint32
+	// IdleTimeoutMillis ends an HTTP stream that moved no byte in either
+	// direction for this long.
+	IdleTimeoutMillis uint32
+	// MaxBody is the largest request or response body, and the largest
+	// WebSocket message, in bytes; 0 means no cap.
+	MaxBody uint32
+	// MaxWindow is the most credit either side may have outstanding on one
+	// stream.
+	MaxWindow uint32
+	// ConnBudget bounds how far the client may grow the windows of this
+	// connection's streams beyond their initial size, all streams
+	// together.
+	ConnBudget uint32
 }
 
-// HTTPRequest is one public HTTP request.
+// Flags of HTTPRequest and HTTPResponse.
+const (
+	// FlagBody says that a body follows the head in Data frames.
+	FlagBody uint8 = 1 << 0
+	// FlagExpectContinue (HTTPRequest only) says the request body's
+	// initial window is zero: the proxy sends it only after the client's
+	// first Credit, so that a local service can answer before the body
+	// moves (Expect: 100-continue).
+	FlagExpectContinue uint8 = 1 << 1
+)
+
+// HTTPRequest opens a stream for one public HTTP request. It carries the
+// head; the body, if Body is set, follows in Data frames.
 type HTTPRequest struct {
-	ID     ID
+	ID             ID
+	Body           bool
+	ExpectContinue bool
+	// Window is the credit the proxy grants for the response body: the
+	// client may send that many body bytes before the first Credit.
+	Window uint32
 	Method string
 	// URI is the request target as received: path and query, e.g.
 	// "/search?q=a".
@@ -91,20 +132,22 @@ type HTTPRequest struct {
 	// Host is the public Host the request was addressed to.
 	Host   string
 	Header Header
-	Body   []byte
 }
 
-// HTTPResponse answers the HTTPRequest with the same ID.
+// HTTPResponse answers the HTTPRequest with the same ID. It carries the
+// head; the body, if Body is set, follows in Data frames.
 type HTTPResponse struct {
 	ID     ID
+	Body   bool
 	Status uint16
 	Header Header
-	Body   []byte
 }
 
 // WSRequest asks the client to open a WebSocket to the local service.
 type WSRequest struct {
-	ID           ID
+	ID ID
+	// Window is the credit the proxy grants for the client's messages.
+	Window       uint32
 	URI          string
 	Host         string
 	Header       Header // includes Origin; excludes the handshake's own headers
@@ -131,11 +174,13 @@ const (
 	OpBinary Opcode = 2
 )
 
-// WSMessage is one WebSocket message on the stream named by ID, in either
-// direction.
+// WSMessage is one fragment of a WebSocket message on the stream named by
+// ID, in either direction. A message is one or more fragments of the same
+// opcode; the last has Fin set. Data counts against the stream's credit.
 type WSMessage struct {
 	ID     ID
 	Opcode Opcode
+	Fin    bool
 	Data   []byte
 }
 
@@ -148,7 +193,7 @@ type WSTeardown struct {
 }
 
 // Ping keeps an idle connection alive. Either side sends one when it has
-// sent nothing for the ping interval.
+// sent nothing for the ping interval. Its payload is empty.
 type Ping struct{}
 
 // ErrorCode classifies an [Error].
@@ -169,8 +214,8 @@ const (
 	CodeTimeout     ErrorCode = 11 // the local service did not answer in time: 504
 )
 
-// Error reports a failure of the exchange named by ID, or of the whole
-// connection when ID is zero.
+// Error resets the stream named by ID: neither side sends anything more
+// for it. With the zero ID it is a notice about the whole connection.
 type Error struct {
 	ID         ID
 	Code       ErrorCode
@@ -178,13 +223,42 @@ type Error struct {
 	Reason     string
 }
 
+// Data carries body bytes of the stream named by ID. End marks the last
+// frame of that direction; an empty Data with End only ends it. Data counts
+// against the stream's and the connection's credit.
+type Data struct {
+	ID   ID
+	End  bool
+	Data []byte
+}
+
+// Credit lets the peer send Increment more bytes of Data or WSMessage on
+// the stream named by ID, or, with the zero ID, on the whole connection.
+type Credit struct {
+	ID        ID
+	Increment uint32
+}
+
+// Trailer ends a body with trailer fields, in place of a Data with End.
+type Trailer struct {
+	ID     ID
+	Header Header
+}
+
+// Batch carries several frames in one websocket message, so that a busy
+// connection writes many small frames with one system call. A Batch never
+// holds a Batch.
+type Batch struct {
+	Frames [][]byte
+}
+
 // Envelope is the payload of every bus message between proxy instances.
 type Envelope struct {
 	// ReplyTo is the instance that published the envelope and wants the
 	// answers.
 	ReplyTo string
-	// Conn is the client connection the frame is meant for. The holder
-	// drops frames for any other connection.
+	// Conn is the client connection the frame is meant for, or, on a
+	// reply, the one it comes from.
 	Conn string
 	// Frame is one framed message.
 	Frame []byte
@@ -208,8 +282,19 @@ func (*WSMessage) Type() Type            { return TypeWSMessage }
 func (*WSTeardown) Type() Type           { return TypeWSTeardown }
 func (*Ping) Type() Type                 { return TypePing }
 func (*Error) Type() Type                { return TypeError }
+func (*Batch) Type() Type                { return TypeBatch }
 func (*Envelope) Type() Type             { return TypeEnvelope }
 func (*Takeover) Type() Type             { return TypeTakeover }
+func (*Data) Type() Type                 { return TypeData }
+func (*Credit) Type() Type               { return TypeCredit }
+func (*Trailer) Type() Type              { return TypeTrailer }
+
+func boolFlag(v bool, f uint8) uint8 {
+	if v {
+		return f
+	}
+	return 0
+}
 
 func (m *Challenge) appendPayload(b []byte) []byte {
 	b = appendString(b, m.Nonce)
@@ -228,52 +313,62 @@ func (m *RegistrationResponse) appendPayload(b []byte) []byte {
 	b = appendString(b, m.Hostname)
 	b = appendString(b, m.URL)
 	b = appendU32(b, m.PingMillis)
+	b = appendU32(b, m.TimeoutMillis)
+	b = appendU32(b, m.IdleTimeoutMillis)
 	b = appendU32(b, m.MaxBody)
-	return appendU32(b, m.TimeoutMillis)
+	b = appendU32(b, m.MaxWindow)
+	return appendU32(b, m.ConnBudget)
 }
 
 func (m *RegistrationResponse) decodePayload(d *decoder) {
 	m.Hostname = d.string()
 	m.URL = d.string()
 	m.PingMillis = d.u32()
-	m.MaxBody = d.u32()
 	m.TimeoutMillis = d.u32()
+	m.IdleTimeoutMillis = d.u32()
+	m.MaxBody = d.u32()
+	m.MaxWindow = d.u32()
+	m.ConnBudget = d.u32()
 }
 
 func (m *HTTPRequest) appendPayload(b []byte) []byte {
 	b = append(b, m.ID[:]...)
+	b = append(b, boolFlag(m.Body, FlagBody)|boolFlag(m.ExpectContinue, FlagExpectContinue))
+	b = appendU32(b, m.Window)
 	b = appendString(b, m.Method)
 	b = appendString(b, m.URI)
 	b = appendString(b, m.Host)
-	b = appendHeader(b, m.Header)
-	return appendBytes(b, m.Body)
+	return appendHeader(b, m.Header)
 }
 
 func (m *HTTPRequest) decodePayload(d *decoder) {
 	m.ID = d.id()
+	f := d.flags(FlagBody | FlagExpectContinue)
+	m.Body, m.ExpectContinue = f&FlagBody != 0, f&FlagExpectContinue != 0
+	m.Window = d.u32()
 	m.Method = d.string()
 	m.URI = d.string()
 	m.Host = d.string()
 	m.Header = d.header()
-	m.Body = d.bytes()
 }
 
 func (m *HTTPResponse) appendPayload(b []byte) []byte {
 	b = append(b, m.ID[:]...)
+	b = append(b, boolFlag(m.Body, FlagBody))
 	b = appendU16(b, m.Status)
-	b = appendHeader(b, m.Header)
-	return appendBytes(b, m.Body)
+	return appendHeader(b, m.Header)
 }
 
 func (m *HTTPResponse) decodePayload(d *decoder) {
 	m.ID = d.id()
+	m.Body = d.flags(FlagBody) != 0
 	m.Status = d.u16()
 	m.Header = d.header()
-	m.Body = d.bytes()
 }
 
 func (m *WSRequest) appendPayload(b []byte) []byte {
 	b = append(b, m.ID[:]...)
+	b = appendU32(b, m.Window)
 	b = appendString(b, m.URI)
 	b = appendString(b, m.Host)
 	b = appendHeader(b, m.Header)
@@ -286,6 +381,7 @@ func (m *WSRequest) appendPayload(b []byte) []byte {
 
 func (m *WSRequest) decodePayload(d *decoder) {
 	m.ID = d.id()
+	m.Window = d.u32()
 	m.URI = d.string()
 	m.Host = d.string()
 	m.Header = d.header()
@@ -318,9 +414,12 @@ func (m *WSResponse) decodePayload(d *decoder) {
 	m.Body = d.bytes()
 }
 
+// flagFin is the WSMessage flag of a message's last fragment.
+const flagFin uint8 = 1 << 0
+
 func (m *WSMessage) appendPayload(b []byte) []byte {
 	b = append(b, m.ID[:]...)
-	b = append(b, byte(m.Opcode))
+	b = append(b, byte(m.Opcode), boolFlag(m.Fin, flagFin))
 	return appendBytes(b, m.Data)
 }
 
@@ -330,6 +429,7 @@ func (m *WSMessage) decodePayload(d *decoder) {
 	if d.err == nil && m.Opcode != OpText && m.Opcode != OpBinary {
 		d.err = ErrMalformed
 	}
+	m.Fin = d.flags(flagFin) != 0
 	m.Data = d.bytes()
 }
 
@@ -361,6 +461,72 @@ func (m *Error) decodePayload(d *decoder) {
 	m.RetryAfter = d.u32()
 	m.Reason = d.string()
 }
+
+// flagEnd is the Data flag of a direction's last frame.
+const flagEnd uint8 = 1 << 0
+
+func (m *Data) appendPayload(b []byte) []byte {
+	b = append(b, m.ID[:]...)
+	b = append(b, boolFlag(m.End, flagEnd))
+	return appendBytes(b, m.Data)
+}
+
+func (m *Data) decodePayload(d *decoder) {
+	m.ID = d.id()
+	m.End = d.flags(flagEnd) != 0
+	m.Data = d.bytes()
+}
+
+func (m *Credit) appendPayload(b []byte) []byte {
+	b = append(b, m.ID[:]...)
+	return appendU32(b, m.Increment)
+}
+
+func (m *Credit) decodePayload(d *decoder) {
+	m.ID = d.id()
+	m.Increment = d.u32()
+}
+
+func (m *Trailer) appendPayload(b []byte) []byte {
+	b = append(b, m.ID[:]...)
+	return appendHeader(b, m.Header)
+}
+
+func (m *Trailer) decodePayload(d *decoder) {
+	m.ID = d.id()
+	m.Header = d.header()
+}
+
+func (m *Batch) appendPayload(b []byte) []byte {
+	for _, f := range m.Frames {
+		b = appendBytes(b, f)
+	}
+	return b
+}
+
+// decodePayload reads frames to the end of the payload. Each needs at
+// least its 4-byte length and a frame header, and none may be a Batch.
+func (m *Batch) decodePayload(d *decoder) {
+	for d.err == nil && len(d.b) > 0 {
+		f := d.bytes()
+		if d.err != nil {
+			return
+		}
+		if len(f) < HeaderSize || Type(f[1]) == TypeBatch {
+			d.err = ErrMalformed
+			return
+		}
+		m.Frames = append(m.Frames, f)
+	}
+}
+
+// AppendBatch appends a Batch of frames, already encoded, to dst.
+func AppendBatch(dst []byte, frames [][]byte) []byte {
+	return Append(dst, &Batch{Frames: frames})
+}
+
+// BatchOverhead is what a Batch of n frames adds to their own sizes.
+func BatchOverhead(n int) int { return HeaderSize + 4*n }
 
 func (m *Envelope) appendPayload(b []byte) []byte {
 	b = appendString(b, m.ReplyTo)

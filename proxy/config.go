@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyhole-tunnel/keyhole/bus"
 	"github.com/keyhole-tunnel/keyhole/limiter"
+	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
 // Config configures a [Proxy]. The zero value of every field is its
@@ -32,12 +33,34 @@ type Config struct {
 	// Registry records which instance holds which hostname. Default: the
 	// in-memory bus, when Bus is also unset.
 	Registry bus.Registry
-	// Timeout bounds the wait for a client's answer; past it the public
-	// caller gets 504. Default 30s.
+	// Timeout bounds the wait for a response head (the HTTP status and
+	// headers, or the WebSocket handshake's answer) while the tunnel makes
+	// no progress; past it the public caller gets 504. Default 30s.
 	Timeout time.Duration
-	// MaxBody is the largest request body, response body and WebSocket
-	// message. Default 500KB.
+	// IdleTimeout ends an HTTP exchange whose body moves no byte in either
+	// direction for this long, once its head is answered (a stream that
+	// keeps sending, like Server-Sent Events, lives on); it also bounds a
+	// request body that stalls. Default 60s.
+	IdleTimeout time.Duration
+	// MinBodyRate is the slowest a request body may arrive, on average,
+	// before its response head: a body that trickles in slower gets 408
+	// once IdleTimeout has passed. Default 1KB per second.
+	MinBodyRate limiter.Size
+	// MaxBody caps the whole of each request body (413), each response
+	// body (502, or the transfer aborted once it has begun) and each
+	// WebSocket message (1009). Default 500KB; negative means no cap. Every
+	// frame stays capped at messages.MaxFrame whatever this says.
 	MaxBody limiter.Size
+	// MaxWindow caps the receive window one stream may grow to. Default
+	// 8MiB.
+	MaxWindow limiter.Size
+	// ConnWindowBudget bounds the window growth of the streams of one
+	// client connection, together, on this instance; the client is told
+	// to keep within it too. Default 16MiB.
+	ConnWindowBudget limiter.Size
+	// WindowBudget bounds the window growth of every stream on this
+	// instance together. Default 64MiB.
+	WindowBudget limiter.Size
 	// Rate and Burst limit requests and WebSocket messages per second on
 	// each client connection. Rate 0 means no limit. Burst defaults to
 	// twice Rate, at least 1.
@@ -79,15 +102,20 @@ type Config struct {
 }
 
 // MaxHeaderBytes is the header size limit the proxy's public listener
-// should use (http.Server.MaxHeaderBytes); larger requests get 431.
+// should use (http.Server.MaxHeaderBytes); larger requests get 431. A
+// request under it whose head would still encode to more than
+// messages.MaxHead gets 431 from the proxy itself.
 const MaxHeaderBytes = 64 << 10
 
 const (
-	defaultTimeout = 30 * time.Second
-	defaultMaxBody = 500 * 1000
-	defaultPing    = 10 * time.Second
-	// maxHeaderBytes bounds the header block of a client's response.
-	maxHeaderBytes = MaxHeaderBytes
+	defaultTimeout          = 30 * time.Second
+	defaultIdleTimeout      = 60 * time.Second
+	defaultMinBodyRate      = 1000
+	defaultMaxBody          = 500 * 1000
+	defaultMaxWindow        = 8 << 20
+	defaultConnWindowBudget = 16 << 20
+	defaultWindowBudget     = 64 << 20
+	defaultPing             = 10 * time.Second
 	// defaultRegistrationTimeout bounds the whole registration handshake.
 	defaultRegistrationTimeout = 10 * time.Second
 	// defaultMaxPending bounds the HTTP exchanges and streams in flight on
@@ -122,17 +150,39 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Timeout == 0 {
 		c.Timeout = defaultTimeout
 	}
-	if c.MaxBody == 0 {
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = defaultIdleTimeout
+	}
+	if c.MinBodyRate == 0 {
+		c.MinBodyRate = defaultMinBodyRate
+	}
+	switch {
+	case c.MaxBody == 0:
 		c.MaxBody = defaultMaxBody
+	case c.MaxBody < 0:
+		c.MaxBody = 0 // no cap
+	}
+	if c.MaxWindow == 0 {
+		c.MaxWindow = defaultMaxWindow
+	}
+	if c.ConnWindowBudget == 0 {
+		c.ConnWindowBudget = defaultConnWindowBudget
+	}
+	if c.WindowBudget == 0 {
+		c.WindowBudget = defaultWindowBudget
 	}
 	if c.Ping == 0 {
 		c.Ping = defaultPing
 	}
-	if c.Timeout < 0 || c.MaxBody < 0 || c.Ping < 0 || c.Rate < 0 || c.Burst < 0 || c.StreamWriteTimeout < 0 {
-		return c, errors.New("timeout, max body, ping, rate, burst and stream write timeout must not be negative")
+	if c.Timeout < 0 || c.IdleTimeout < 0 || c.MinBodyRate < 0 || c.Ping < 0 || c.Rate < 0 || c.Burst < 0 ||
+		c.StreamWriteTimeout < 0 || c.MaxWindow < 0 || c.ConnWindowBudget < 0 || c.WindowBudget < 0 {
+		return c, errors.New("timeouts, rates, ping, burst, windows and budgets must not be negative")
 	}
 	if c.MaxBody > 1<<30 {
-		return c, errors.New("max body must be at most 1GiB")
+		return c, errors.New("max body must be at most 1GiB, or negative for no cap")
+	}
+	if c.MaxWindow < messages.InitialWindow || c.MaxWindow > 1<<30 {
+		return c, fmt.Errorf("max window must be from %v to 1GiB", limiter.Size(messages.InitialWindow))
 	}
 	if c.Rate > 0 && c.Burst == 0 {
 		c.Burst = max(1, int(2*c.Rate))

@@ -79,7 +79,7 @@ func TestNewestConnectionWins(t *testing.T) {
 		for range 3 {
 			ch := goDo(env, second.request(http.MethodGet, "/", nil))
 			req := second.nextRequest()
-			second.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Body: []byte("second")})
+			second.respond(req.ID, 200, nil, []byte("second"))
 			if r := await(t, ch, 10*time.Second); r.body != "second" {
 				t.Fatalf("got %d %q", r.status, r.body)
 			}
@@ -106,12 +106,12 @@ func TestNewestConnectionWins(t *testing.T) {
 		if req2.URI != "/new" {
 			t.Fatalf("second connection got %q", req2.URI)
 		}
-		second.send(&messages.HTTPResponse{ID: req2.ID, Status: 200, Body: []byte("second")})
+		second.respond(req2.ID, 200, nil, []byte("second"))
 		if r := await(t, newer, 10*time.Second); r.body != "second" {
 			t.Fatalf("got %d %q", r.status, r.body)
 		}
 
-		first.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Body: []byte("first, finishing")})
+		first.respond(req.ID, 200, nil, []byte("first, finishing"))
 		if r := await(t, inFlight, 10*time.Second); r.status != 200 || r.body != "first, finishing" {
 			t.Fatalf("in-flight exchange: %d %q", r.status, r.body)
 		}
@@ -136,7 +136,7 @@ func TestUnknownIDClosesConnection(t *testing.T) {
 		frame func(id messages.ID) messages.Message
 	}{
 		{"HTTPResponse", func(id messages.ID) messages.Message {
-			return &messages.HTTPResponse{ID: id, Status: 200, Body: []byte("bogus")}
+			return &messages.HTTPResponse{ID: id, Status: 200}
 		}},
 		{"Error", func(id messages.ID) messages.Message { return &messages.Error{ID: id, Code: messages.CodeUpstream} }},
 		{"WSResponse", func(id messages.ID) messages.Message { return &messages.WSResponse{ID: id, Status: 101} }},
@@ -185,17 +185,17 @@ func TestUnknownIDClosesConnection(t *testing.T) {
 	})
 
 	// Answering the same ID twice: the first answer is delivered, the
-	// second is for an ID the connection no longer owns.
+	// second is for a stream the client itself finished.
 	t.Run("duplicate answer", func(t *testing.T) {
 		rc := dialRaw(t, env).register(tunneltest.NewKey(t))
 		ch := goDo(env, rc.request(http.MethodGet, "/", nil))
 		req := rc.nextRequest()
-		rc.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Body: []byte("once")})
-		rc.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Body: []byte("twice")})
+		rc.respond(req.ID, 200, nil, []byte("once"))
+		rc.respond(req.ID, 200, nil, []byte("twice"))
 		if r := await(t, ch, 10*time.Second); r.status != 200 || r.body != "once" {
 			t.Fatalf("got %d %q", r.status, r.body)
 		}
-		wantClose(t, rc.closed(10*time.Second), websocket.StatusPolicyViolation, "does not own")
+		wantClose(t, rc.closed(10*time.Second), websocket.StatusPolicyViolation, "already finished")
 	})
 }
 
@@ -216,11 +216,11 @@ func TestCrossConnectionID(t *testing.T) {
 			ch := goDo(env, a.request(http.MethodGet, "/for-a", nil))
 			req := a.nextRequest()
 
-			b.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Body: []byte("from B")})
+			b.send(&messages.HTTPResponse{ID: req.ID, Status: 200})
 			wantClose(t, b.closed(10*time.Second), websocket.StatusPolicyViolation, "message for an ID this connection does not own")
 
 			if tc.aAnswer {
-				a.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Body: []byte("from A")})
+				a.respond(req.ID, 200, nil, []byte("from A"))
 				if r := await(t, ch, 10*time.Second); r.status != 200 || r.body != "from A" {
 					t.Fatalf("got %d %q, want A's answer", r.status, r.body)
 				}
@@ -330,7 +330,7 @@ func TestLiveness(t *testing.T) {
 		}
 		ch := goDo(env, rc.request(http.MethodGet, "/", nil))
 		req := rc.nextRequest()
-		rc.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Body: []byte("alive")})
+		rc.respond(req.ID, 200, nil, []byte("alive"))
 		if r := await(t, ch, 10*time.Second); r.body != "alive" {
 			t.Fatalf("got %d %q", r.status, r.body)
 		}

@@ -13,6 +13,7 @@ import (
 // cookies that would reach other tunnels.
 func copyResponseHeader(dst http.Header, src messages.Header, host, domain string) {
 	messages.RemoveHopByHop(src)
+	delete(src, "Te") // a request's header; RemoveHopByHop keeps "TE: trailers" for requests
 	for k, vs := range src {
 		ck := textproto.CanonicalMIMEHeaderKey(k)
 		switch ck {

@@ -15,15 +15,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/keyhole-tunnel/keyhole/internal/tunneltest"
 	"github.com/keyhole-tunnel/keyhole/messages"
 	"github.com/keyhole-tunnel/keyhole/proxy"
 )
 
-// hopByHop are the headers that must never cross the tunnel.
-var hopByHop = []string{"Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Authorization", "Proxy-Authenticate", "Proxy-Connection"}
+// hopByHop are the headers that must never cross the tunnel. TE crosses
+// only as "trailers", and Trailer (the message's own trailer fields) always.
+var hopByHop = []string{"Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "Proxy-Authorization", "Proxy-Authenticate", "Proxy-Connection"}
 
 // headerNames returns h's names in canonical form.
 func headerNames(h map[string][]string) []string {
@@ -136,7 +135,7 @@ func TestBinaryBodiesByteExact(t *testing.T) {
 		if req.Method != http.MethodPut || !bytes.Equal(req.Body, random) {
 			t.Fatalf("HTTPRequest %s with %d body bytes", req.Method, len(req.Body))
 		}
-		rc.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Body: all})
+		rc.respond(req.ID, 200, nil, all)
 		if r := await(t, ch, 10*time.Second); r.status != 200 || r.body != string(all) {
 			t.Fatalf("got %d, %d bytes", r.status, len(r.body))
 		}
@@ -243,7 +242,13 @@ func TestHopByHopStripped(t *testing.T) {
 		if !slices.Equal(req.Header["X-Kept"], []string{"yes"}) || string(req.Body) != "body" || req.Method != "POST" {
 			t.Errorf("request %s, X-Kept %q, body %q", req.Method, req.Header["X-Kept"], req.Body)
 		}
-		rc.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Body: []byte("done")})
+		if !slices.Equal(req.Header["Te"], []string{"trailers"}) || !slices.Equal(req.Header["Trailer"], []string{"X-Trail"}) {
+			t.Errorf("Te %q and Trailer %q, want trailers and X-Trail", req.Header["Te"], req.Header["Trailer"])
+		}
+		if !slices.Equal(req.Trailer["X-Trail"], []string{"t"}) {
+			t.Errorf("trailer %v, want X-Trail: t", req.Trailer)
+		}
+		rc.respond(req.ID, 200, nil, []byte("done"))
 		if o := awaitRaw(t, done); o.status != "HTTP/1.1 200 OK" || o.body != "done" {
 			t.Fatalf("got %q %q", o.status, o.body)
 		}
@@ -252,11 +257,10 @@ func TestHopByHopStripped(t *testing.T) {
 	t.Run("response", func(t *testing.T) {
 		done := goRawHTTP(env, "GET /hop HTTP/1.1\r\nHost: "+rc.host+"\r\n\r\n")
 		req := rc.nextRequest()
-		rc.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Header: messages.Header{
+		rc.respond(req.ID, 200, messages.Header{
 			"Connection":          {"X-Secret, close", "x-other-secret"},
 			"Keep-Alive":          {"timeout=5"},
 			"Te":                  {"trailers"},
-			"Trailer":             {"X-Trail"},
 			"Transfer-Encoding":   {"chunked"},
 			"Upgrade":             {"foo/1"},
 			"Proxy-Authorization": {"Basic Zm9vOmJhcg=="},
@@ -266,7 +270,8 @@ func TestHopByHopStripped(t *testing.T) {
 			"X-Secret":            {"s3cret"},
 			"x-other-secret":      {"s3cret too"},
 			"X-Kept":              {"yes"},
-		}, Body: []byte("done")})
+			"Content-Length":      {"4"}, // so that the public response needs no chunking of its own
+		}, []byte("done"))
 		o := awaitRaw(t, done)
 		if o.status != "HTTP/1.1 200 OK" || o.body != "done" {
 			t.Fatalf("got %q %q", o.status, o.body)
@@ -326,7 +331,7 @@ func TestForwardedHeaders(t *testing.T) {
 			}
 			ch := goDo(env, req)
 			got := rc.nextRequest()
-			rc.send(&messages.HTTPResponse{ID: got.ID, Status: 204})
+			rc.respond(got.ID, 204, nil, nil)
 			if r := await(t, ch, 10*time.Second); r.status != 204 {
 				t.Fatalf("status %d", r.status)
 			}
@@ -387,7 +392,10 @@ func TestSetCookieDomain(t *testing.T) {
 }
 
 // Header names and values from the client are checked: CR, LF or NUL (or
-// anything else not allowed in HTTP/1.1) gives 502 and closes the client.
+// anything else not allowed in HTTP/1.1), or a status outside 200-599,
+// gives that request 502 and resets its stream. The tunnel stays up: a
+// visitor who can make a local service answer strangely must not be able to
+// cut everyone else's requests.
 func TestBadResponseHeader502(t *testing.T) {
 	env := tunneltest.StartProxy(t, proxy.Config{Timeout: 20 * time.Second})
 	for _, tc := range []struct {
@@ -407,14 +415,16 @@ func TestBadResponseHeader502(t *testing.T) {
 		{"colon in name", messages.Header{"X:A": {"v"}}, 200},
 		{"empty name", messages.Header{"": {"v"}}, 200},
 		{"Set-Cookie with CR LF", messages.Header{"Set-Cookie": {"a=1\r\nX-Injected: 1"}}, 200},
-		{"status below 200", nil, 101},
-		{"status over 999", nil, 1000},
+		{"status 101", nil, 101},
+		{"status 199", nil, 199},
+		{"status 600", nil, 600},
+		{"status 1000", nil, 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rc := dialRaw(t, env).register(tunneltest.NewKey(t))
 			ch := goDo(env, rc.request(http.MethodGet, "/", nil))
 			req := rc.nextRequest()
-			rc.send(&messages.HTTPResponse{ID: req.ID, Status: tc.status, Header: tc.header, Body: []byte("never shown")})
+			rc.respond(req.ID, tc.status, tc.header, []byte("never shown"))
 			r := await(t, ch, 10*time.Second)
 			wantPublicError(t, r, http.StatusBadGateway)
 			if r.took > 5*time.Second {
@@ -423,16 +433,34 @@ func TestBadResponseHeader502(t *testing.T) {
 			if r.header.Get("X-Injected") != "" || r.header.Get("X-B") != "" {
 				t.Fatalf("injected header reached the public: %v", r.header)
 			}
-			wantClose(t, rc.closed(10*time.Second), websocket.StatusPolicyViolation, "invalid")
-			// The tunnel is gone with its connection.
-			wantPublicError(t, get(t, env, rc.url+"/"), http.StatusBadGateway)
+			// The client is told to stop, and the tunnel still serves.
+			if m, ok := rc.next().(*messages.Error); !ok || m.ID != req.ID {
+				t.Fatalf("got %+v, want an Error resetting the stream", m)
+			}
+			ch = goDo(env, rc.request(http.MethodGet, "/next", nil))
+			req = rc.nextRequest()
+			rc.respond(req.ID, 200, nil, []byte("still here"))
+			if r := await(t, ch, 10*time.Second); r.status != 200 || r.body != "still here" {
+				t.Fatalf("after the bad answer: %d %q", r.status, r.body)
+			}
 		})
 	}
+	t.Run("status 200 and 599 pass", func(t *testing.T) {
+		rc := dialRaw(t, env).register(tunneltest.NewKey(t))
+		for _, status := range []uint16{200, 599} {
+			ch := goDo(env, rc.request(http.MethodGet, "/", nil))
+			req := rc.nextRequest()
+			rc.respond(req.ID, status, nil, []byte("edge"))
+			if r := await(t, ch, 10*time.Second); r.status != int(status) || r.body != "edge" {
+				t.Fatalf("status %d: got %d %q", status, r.status, r.body)
+			}
+		}
+	})
 	t.Run("obs-text and tabs are allowed", func(t *testing.T) {
 		rc := dialRaw(t, env).register(tunneltest.NewKey(t))
 		ch := goDo(env, rc.request(http.MethodGet, "/", nil))
 		req := rc.nextRequest()
-		rc.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Header: messages.Header{"X-A": {"tab\there é"}, "x-lower": {"v"}}, Body: []byte("ok")})
+		rc.respond(req.ID, 200, messages.Header{"X-A": {"tab\there é"}, "x-lower": {"v"}}, []byte("ok"))
 		r := await(t, ch, 10*time.Second)
 		if r.status != 200 || r.header.Get("X-A") != "tab\there é" || r.header.Get("X-Lower") != "v" {
 			t.Fatalf("got %d %v", r.status, r.header)

@@ -57,7 +57,7 @@ func TestMaxPendingEdge(t *testing.T) {
 	// The refused request never reached the client. Answer the held ones:
 	// each caller gets its own answer.
 	for i, id := range ids {
-		rc.send(&messages.HTTPResponse{ID: id, Status: 200, Body: []byte{byte('a' + i)}})
+		rc.respond(id, 200, nil, []byte{byte('a' + i)})
 	}
 	for i, ch := range pending {
 		r := <-ch

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,6 +144,12 @@ type rawConn struct {
 	done    chan struct{}
 	err     error // why reading stopped; read after done is closed
 	started bool
+
+	// Credit the proxy has given, per stream and for the connection (the
+	// zero ID), kept by the reader goroutine.
+	creditMu sync.Mutex
+	credit   map[messages.ID]int
+	creditCh chan struct{}
 }
 
 // dialRaw opens a control connection and reads the challenge.
@@ -158,7 +165,8 @@ func dialRaw(t testing.TB, env *tunneltest.Env) *rawConn {
 		t.Fatalf("dial control endpoint: %v", err)
 	}
 	ws.SetReadLimit(16 << 20)
-	rc := &rawConn{t: t, ws: ws, msgs: make(chan messages.Message, 4096), done: make(chan struct{})}
+	rc := &rawConn{t: t, ws: ws, msgs: make(chan messages.Message, 4096), done: make(chan struct{}),
+		credit: map[messages.ID]int{{}: messages.InitialConnWindow}, creditCh: make(chan struct{}, 1)}
 	t.Cleanup(rc.close)
 	_, data, err := ws.Read(ctx)
 	if err != nil {
@@ -269,13 +277,97 @@ func (rc *rawConn) readLoop() {
 			rc.ws.CloseNow()
 			return
 		}
+		frames := []messages.Message{m}
+		if b, ok := m.(*messages.Batch); ok {
+			frames = frames[:0]
+			for _, f := range b.Frames {
+				inner, err := messages.Decode(f)
+				if err != nil {
+					rc.err = err
+					rc.ws.CloseNow()
+					return
+				}
+				frames = append(frames, inner)
+			}
+		}
+		for _, m := range frames {
+			if !rc.take(m) {
+				return
+			}
+		}
+	}
+}
+
+// take handles one frame from the proxy: credit is kept, data has its
+// connection credit returned at once (the raw client buffers everything),
+// and everything else but Ping is queued for next.
+func (rc *rawConn) take(m messages.Message) bool {
+	switch m := m.(type) {
+	case *messages.Credit:
+		rc.creditMu.Lock()
+		rc.credit[m.ID] += int(m.Increment)
+		rc.creditMu.Unlock()
 		select {
-		case rc.msgs <- m:
+		case rc.creditCh <- struct{}{}:
 		default:
-			rc.err = errors.New("raw client: message queue full")
-			rc.ws.CloseNow()
+		}
+		return true
+	case *messages.Data:
+		rc.returnConnCredit(len(m.Data))
+	case *messages.WSMessage:
+		rc.returnConnCredit(len(m.Data))
+	}
+	select {
+	case rc.msgs <- m:
+		return true
+	default:
+		rc.err = errors.New("raw client: message queue full")
+		rc.ws.CloseNow()
+		return false
+	}
+}
+
+func (rc *rawConn) returnConnCredit(n int) {
+	if n == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rc.ws.Write(ctx, websocket.MessageBinary, messages.Encode(&messages.Credit{Increment: uint32(n)}))
+}
+
+// reserve waits until the proxy has given n bytes of credit on stream id
+// and on the connection, and takes them.
+func (rc *rawConn) reserve(id messages.ID, n int) {
+	rc.t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		rc.creditMu.Lock()
+		if rc.credit[id] >= n && rc.credit[messages.ID{}] >= n {
+			rc.credit[id] -= n
+			rc.credit[messages.ID{}] -= n
+			rc.creditMu.Unlock()
 			return
 		}
+		rc.creditMu.Unlock()
+		select {
+		case <-rc.creditCh:
+		case <-deadline:
+			rc.t.Fatalf("raw client: no credit for %d bytes within 10s", n)
+		}
+	}
+}
+
+// respond answers stream id with a head and the body, in data frames
+// within the proxy's credit.
+func (rc *rawConn) respond(id messages.ID, status uint16, h messages.Header, body []byte) {
+	rc.t.Helper()
+	rc.send(&messages.HTTPResponse{ID: id, Status: status, Header: h, Body: len(body) > 0})
+	for len(body) > 0 {
+		n := min(len(body), messages.MaxData)
+		rc.reserve(id, n)
+		rc.send(&messages.Data{ID: id, End: n == len(body), Data: body[:n]})
+		body = body[n:]
 	}
 }
 
@@ -307,14 +399,58 @@ func (rc *rawConn) next() messages.Message {
 	}
 }
 
-func (rc *rawConn) nextRequest() *messages.HTTPRequest {
+// rawRequest is a request as the raw client received it: the head and,
+// when it has one, the whole body.
+type rawRequest struct {
+	*messages.HTTPRequest
+	Body    []byte
+	Trailer messages.Header
+}
+
+// nextRequest returns the next request, with its body read to the end
+// (credit returned as it goes).
+func (rc *rawConn) nextRequest() *rawRequest {
 	rc.t.Helper()
 	m := rc.next()
-	req, ok := m.(*messages.HTTPRequest)
+	for {
+		// A reset of an earlier stream may come first.
+		if e, ok := m.(*messages.Error); !ok || e.ID.IsZero() {
+			break
+		}
+		m = rc.next()
+	}
+	head, ok := m.(*messages.HTTPRequest)
 	if !ok {
 		rc.t.Fatalf("got %v (%+v), want HTTPRequest", m.Type(), m)
 	}
-	return req
+	rc.creditMu.Lock()
+	rc.credit[head.ID] += int(head.Window)
+	rc.creditMu.Unlock()
+	req := &rawRequest{HTTPRequest: head}
+	if !head.Body {
+		return req
+	}
+	if head.ExpectContinue {
+		rc.send(&messages.Credit{ID: head.ID, Increment: messages.InitialWindow})
+	}
+	for {
+		m := rc.next()
+		if tr, ok := m.(*messages.Trailer); ok {
+			req.Trailer = tr.Header
+			return req
+		}
+		d, ok := m.(*messages.Data)
+		if !ok {
+			rc.t.Fatalf("got %v (%+v) in a request body", m.Type(), m)
+		}
+		req.Body = append(req.Body, d.Data...)
+		if len(d.Data) > 0 {
+			rc.send(&messages.Credit{ID: head.ID, Increment: uint32(len(d.Data))})
+		}
+		if d.End {
+			return req
+		}
+	}
 }
 
 // closed waits for the connection to end and returns why.

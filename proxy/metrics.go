@@ -30,16 +30,13 @@ type dropReason int
 const (
 	// dropOutbox: an error reply found the outbox full.
 	dropOutbox dropReason = iota
-	// dropClientQueue: a client connection's send queue was full, and the
-	// exchange or stream the frame belonged to failed.
+	// dropClientQueue: a client connection's queue of control frames was
+	// full, and the exchange or stream the frame belonged to failed.
 	dropClientQueue
-	// dropStreamQueue: a public WebSocket's queue overflowed, and the stream
-	// failed.
-	dropStreamQueue
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"outbox_full", "client_queue_full", "stream_queue_full"}
+var dropReasonNames = [numDropReasons]string{"outbox_full", "client_queue_full"}
 
 // droppedCounter is implemented by buses that count messages they received
 // but had no handler for (bus/redis does).

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,12 +15,13 @@ import (
 	"time"
 
 	"github.com/keyhole-tunnel/keyhole/bus"
+	"github.com/keyhole-tunnel/keyhole/internal/stream"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
 // ControlPath is the path on the apex (or any non-tunnel host) where
 // clients open their websocket.
-const ControlPath = "/_keyhole/v1/connect"
+const ControlPath = messages.ControlPath
 
 // Proxy serves public traffic and client connections. Create it with [New].
 type Proxy struct {
@@ -48,18 +50,24 @@ type Proxy struct {
 	outboxDone chan struct{}
 	stopOnce   sync.Once // Shutdown may be called more than once
 
-	mu       sync.Mutex
-	waiters  map[messages.ID]waiter // exchanges this instance started
-	hosts    map[string]*hostEntry  // hostnames whose client this instance holds
-	conns    map[string]*clientConn // every client connection attached here, by holder
-	draining bool
-	access   *Access // nil admits every key
+	// budget bounds the window growth of every stream this instance
+	// receives on; connBudgets split it per client connection.
+	budget *stream.Budget
+
+	mu          sync.Mutex
+	streams     map[messages.ID]*visitorStream // streams this instance opened for visitors
+	connBudgets map[string]*connBudget         // by holder
+	hosts       map[string]*hostEntry          // hostnames whose client this instance holds
+	conns       map[string]*clientConn         // every client connection attached here, by holder
+	draining    bool
+	access      *Access // nil admits every key
 }
 
-// waiter receives the replies to one exchange started on this instance. It
-// must not block.
-type waiter interface {
-	deliver(frame []byte)
+// connBudget is the share of the instance's window budget that the
+// visitor streams to one client connection may use.
+type connBudget struct {
+	b    *stream.Budget
+	refs int
 }
 
 // New starts a proxy instance: it subscribes to its own reply topic before
@@ -70,15 +78,17 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy config: %w", err)
 	}
 	p := &Proxy{
-		cfg:      cfg,
-		instance: randomToken(8),
-		bus:      cfg.Bus,
-		reg:      cfg.Registry,
-		log:      cfg.Logger,
-		waiters:  make(map[messages.ID]waiter),
-		hosts:    make(map[string]*hostEntry),
-		conns:    make(map[string]*clientConn),
-		access:   cfg.Access,
+		cfg:         cfg,
+		instance:    randomToken(8),
+		bus:         cfg.Bus,
+		reg:         cfg.Registry,
+		log:         cfg.Logger,
+		budget:      stream.NewBudget(int64(cfg.WindowBudget), nil),
+		streams:     make(map[messages.ID]*visitorStream),
+		connBudgets: make(map[string]*connBudget),
+		hosts:       make(map[string]*hostEntry),
+		conns:       make(map[string]*clientConn),
+		access:      cfg.Access,
 	}
 	if p.bus == nil {
 		m := bus.NewMemory()
@@ -113,10 +123,10 @@ func randomToken(n int) string {
 }
 
 // onReply routes a frame published to this instance's reply topic to the
-// exchange waiting for it. Replies for exchanges that ended (a late answer
-// after a 504) are dropped.
+// stream it belongs to. Frames for streams that ended (a late answer after
+// a 504) are dropped.
 func (p *Proxy) onReply(payload []byte) {
-	frame, err := messages.EnvelopeFrame(payload)
+	_, conn, frame, err := messages.OpenEnvelope(payload)
 	if err != nil {
 		p.log.Warn("bad reply on bus", "err", err)
 		return
@@ -126,22 +136,58 @@ func (p *Proxy) onReply(payload []byte) {
 		return
 	}
 	p.mu.Lock()
-	w := p.waiters[id]
+	vs := p.streams[id]
 	p.mu.Unlock()
-	if w != nil {
-		w.deliver(frame)
+	if vs == nil {
+		return
 	}
+	m, err := messages.Decode(frame)
+	if err != nil {
+		// The holder passes on only frames it decoded itself.
+		p.log.Warn("bad frame on bus", "err", err)
+		return
+	}
+	// The payload is the bus's; the stream keeps a copy of the data.
+	switch m := m.(type) {
+	case *messages.Data:
+		m.Data = stream.CopyData(m.Data)
+	case *messages.WSMessage:
+		m.Data = stream.CopyData(m.Data)
+	case *messages.WSResponse:
+		m.Body = bytes.Clone(m.Body)
+	}
+	vs.deliver(conn, m)
 }
 
-func (p *Proxy) addWaiter(id messages.ID, w waiter) {
+// openStream registers a visitor stream towards the client connection
+// holder of label. Call closeStream when it is over.
+func (p *Proxy) openStream(id messages.ID, label, holder string, cfg stream.Config) *visitorStream {
+	out := &busSender{p: p, label: label, data: holder}
+	out.ctrl.Store(&holder)
 	p.mu.Lock()
-	p.waiters[id] = w
+	cb := p.connBudgets[holder]
+	if cb == nil {
+		cb = &connBudget{b: stream.NewBudget(int64(p.cfg.ConnWindowBudget), p.budget)}
+		p.connBudgets[holder] = cb
+	}
+	cb.refs++
+	cfg.Budget = cb.b
+	cfg.MaxWindow = int(p.cfg.MaxWindow)
+	vs := &visitorStream{Stream: stream.New(id, out, cfg), out: out}
+	p.streams[id] = vs
 	p.mu.Unlock()
+	return vs
 }
 
-func (p *Proxy) removeWaiter(id messages.ID) {
+func (p *Proxy) closeStream(vs *visitorStream) {
+	vs.Close()
 	p.mu.Lock()
-	delete(p.waiters, id)
+	delete(p.streams, vs.ID())
+	if cb := p.connBudgets[vs.out.data]; cb != nil {
+		if cb.refs--; cb.refs == 0 {
+			delete(p.connBudgets, vs.out.data)
+		}
+	}
 	p.mu.Unlock()
 }
 
@@ -161,6 +207,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == ControlPath:
 		p.serveControl(w, r)
+	case r.URL.Path == messages.LegacyControlPath:
+		p.refuseLegacy(w, r)
 	case host == p.cfg.Domain && r.URL.Path == "/":
 		p.serveLanding(w, r)
 	default:
@@ -232,7 +280,7 @@ wait:
 func (p *Proxy) pendingCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := len(p.waiters)
+	n := len(p.streams)
 	for _, c := range p.conns { // replaced ones, still finishing, included
 		n += c.pendingCount()
 	}

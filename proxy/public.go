@@ -6,28 +6,23 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyhole-tunnel/keyhole/bus"
+	"github.com/keyhole-tunnel/keyhole/internal/stream"
 	"github.com/keyhole-tunnel/keyhole/limiter"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
-// httpWaiter holds the single reply to a public HTTP request.
-type httpWaiter chan []byte
-
-func (w httpWaiter) deliver(frame []byte) {
-	select {
-	case w <- frame:
-	default: // a duplicate; the first answer wins
-	}
-}
-
 // serveTunnel forwards a public request for a tunnel hostname to its
 // client and writes the answer. Every request ends in exactly one answer:
-// the client's, or the proxy's own 4xx/5xx.
+// the client's, or the proxy's own 4xx/5xx, or, once a response has begun
+// and cannot be finished, an aborted transfer.
 func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, host, label string) {
 	if isWebSocketUpgrade(r) {
 		if p.metrics == nil {
@@ -40,53 +35,387 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, host, label 
 		return
 	}
 	start := time.Now()
-	status := p.forwardHTTP(w, r, label)
+	status, abort := p.forwardHTTP(w, r, host, label)
 	d := time.Since(start)
 	p.metrics.request(status, d)
-	p.log.Debug("request", "host", label, "method", r.Method, "path", r.URL.Path, "status", status, "duration", d)
+	p.log.Debug("request", "host", label, "method", r.Method, "path", r.URL.Path, "status", status, "duration", d, "aborted", abort)
+	if abort {
+		// The response has begun and cannot be completed: the visitor must
+		// see an incomplete transfer, never a short body that looks whole.
+		// net/http closes an HTTP/1.1 connection without the final chunk
+		// and resets an HTTP/2 stream.
+		panic(http.ErrAbortHandler)
+	}
 }
 
-func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, label string) int {
-	max := int64(p.cfg.MaxBody)
-	if r.ContentLength > max {
-		return publicError(w, http.StatusRequestEntityTooLarge)
+// Upload failures, as the visitor's side of an exchange sees them.
+var (
+	errBodyTimeout = errors.New("request body too slow")
+	errVisitorGone = errors.New("visitor went away")
+)
+
+// exchange is one public HTTP request on its way through the tunnel.
+type exchange struct {
+	p      *Proxy
+	w      http.ResponseWriter
+	r      *http.Request
+	rc     *http.ResponseController
+	vs     *visitorStream
+	host   string
+	headAt atomic.Bool // the response head has been written
+	// respDone is set once the response's end has been written: with the
+	// upload done too, the stream is over in both directions and needs no
+	// reset.
+	respDone bool
+
+	upload    sync.WaitGroup
+	uploading atomic.Bool
+	uploadErr atomic.Pointer[error] // why the request body failed, set before the stream is reset
+}
+
+// forwardHTTP returns the status written (499 when the visitor left first)
+// and whether the response must be aborted.
+func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, host, label string) (int, bool) {
+	if r.Method == http.MethodConnect {
+		// A tunnel serves its own hostname; it is not a way to anywhere
+		// else.
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		return publicError(w, http.StatusMethodNotAllowed), false
 	}
-	body, err := limiter.ReadAll(r.Body, max, r.ContentLength)
-	if errors.Is(err, limiter.ErrTooLarge) {
-		return publicError(w, http.StatusRequestEntityTooLarge)
+	maxBody := int64(p.cfg.MaxBody)
+	if maxBody > 0 && r.ContentLength > maxBody {
+		return publicError(w, http.StatusRequestEntityTooLarge), false
 	}
-	if err != nil {
-		return publicError(w, http.StatusBadRequest)
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+		// net/http drops a Content-Length that came with Transfer-Encoding,
+		// so the two cannot be told apart here: RFC 9112 section 6.1 then
+		// requires closing the connection after the response, which keeps
+		// a request smuggled behind the body from being served.
+		w.Header().Set("Connection", "close")
+	}
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	head := &messages.HTTPRequest{
+		ID:             messages.NewID(),
+		Body:           hasBody,
+		ExpectContinue: hasBody && headerHasToken(r.Header, "Expect", "100-continue"),
+		Window:         messages.InitialWindow,
+		Method:         r.Method,
+		URI:            requestURI(r),
+		Host:           r.Host,
+		Header:         p.outboundHeader(r),
+	}
+	if hasBody && r.ContentLength > 0 {
+		head.Header["Content-Length"] = []string{strconv.FormatInt(r.ContentLength, 10)}
+	}
+	if len(r.Trailer) > 0 {
+		names := make([]string, 0, len(r.Trailer))
+		for k := range r.Trailer {
+			names = append(names, k)
+		}
+		head.Header["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	frame := messages.Encode(head)
+	if len(frame) > messages.MaxHead {
+		// The listener's limit counts bytes on the wire; a head of many
+		// tiny fields can pass it and still not fit a head frame.
+		return publicError(w, http.StatusRequestHeaderFieldsTooLarge), false
 	}
 	holder, status := p.lookup(r.Context(), label)
 	if status != 0 {
-		return publicError(w, status)
+		return publicError(w, status), false
 	}
-	req := &messages.HTTPRequest{
-		ID:     messages.NewID(),
-		Method: r.Method,
-		URI:    requestURI(r),
-		Host:   r.Host,
-		Header: p.outboundHeader(r),
-		Body:   body,
+	credit := messages.InitialWindow
+	if head.ExpectContinue {
+		credit = 0
 	}
-	ch := make(httpWaiter, 1)
-	p.addWaiter(req.ID, ch)
-	defer p.removeWaiter(req.ID)
-	if status := p.publishRequest(r.Context(), label, holder, req); status != 0 {
-		return publicError(w, status)
+	vs := p.openStream(head.ID, label, holder, stream.Config{RecvWindow: int(head.Window), SendCredit: credit})
+	defer p.closeStream(vs)
+	if status := p.publishRequest(r.Context(), label, holder, frame); status != 0 {
+		return publicError(w, status), false
 	}
-	timer := time.NewTimer(p.cfg.Timeout)
-	defer timer.Stop()
-	select {
-	case frame := <-ch:
-		return p.writeReply(w, r, frame)
-	case <-timer.C:
-		p.cancelExchange(label, holder, req.ID)
-		return publicError(w, http.StatusGatewayTimeout)
-	case <-r.Context().Done():
-		p.cancelExchange(label, holder, req.ID)
+	ex := &exchange{p: p, w: w, r: r, rc: http.NewResponseController(w), vs: vs, host: host}
+	if hasBody {
+		// HTTP/1.1 must not drain the body before the response begins: the
+		// two stream side by side (HTTP/2 always can).
+		ex.rc.EnableFullDuplex()
+		ex.startUpload()
+	}
+	defer ex.stopUpload()
+	return ex.run()
+}
+
+// run waits for the response head and streams the response body.
+func (ex *exchange) run() (int, bool) {
+	p, vs := ex.p, ex.vs
+	ctx := ex.r.Context()
+	m, err := nextWithin(ctx, vs.Stream, p.cfg.Timeout)
+	if err != nil {
+		return ex.failBeforeHead(err), false
+	}
+	resp, ok := m.(*messages.HTTPResponse)
+	if !ok {
+		vs.Reset(messages.CodeBadResponse, "expected a response head")
+		return publicError(ex.w, http.StatusBadGateway), false
+	}
+	h := ex.w.Header()
+	copyResponseHeader(h, resp.Header, ex.host, p.cfg.Domain)
+	length := int64(-1)
+	if v := h.Get("Content-Length"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			vs.Reset(messages.CodeBadResponse, "invalid Content-Length")
+			h.Del("Content-Length")
+			return publicError(ex.w, http.StatusBadGateway), false
+		}
+		length = n
+	}
+	if max := int64(p.cfg.MaxBody); max > 0 && length > max && ex.r.Method != http.MethodHead {
+		vs.Reset(messages.CodeTooLarge, "response body over the limit")
+		h.Del("Content-Length")
+		return publicError(ex.w, http.StatusBadGateway), false
+	}
+	if !resp.Body && length > 0 && ex.r.Method != http.MethodHead && resp.Status != http.StatusNotModified {
+		vs.Reset(messages.CodeBadResponse, "Content-Length without a body")
+		h.Del("Content-Length")
+		return publicError(ex.w, http.StatusBadGateway), false
+	}
+	status := int(resp.Status)
+	ex.w.WriteHeader(status)
+	ex.headAt.Store(true)
+	if !resp.Body {
+		ex.respDone = true
+		return status, false
+	}
+	if vs.Queued() == 0 {
+		// The body is not here yet: the visitor gets the head now, as an
+		// event stream's or a long poll's visitor wants.
+		ex.rc.Flush()
+	}
+	return ex.copyBody(status, length)
+}
+
+// copyBody writes the response body as it arrives, flushing whenever
+// nothing more is queued, and returns once its end has been written.
+func (ex *exchange) copyBody(status int, length int64) (int, bool) {
+	p, vs := ex.p, ex.vs
+	ctx := ex.r.Context()
+	max := int64(p.cfg.MaxBody)
+	declared := trailerNames(ex.w.Header())
+	var total int64
+	for {
+		m, err := nextWithin(ctx, vs.Stream, p.cfg.IdleTimeout)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			vs.Reset(messages.CodeCanceled, "visitor went away")
+			return 499, false
+		case errors.Is(err, errIdle):
+			vs.Reset(messages.CodeCanceled, "idle")
+			return status, true
+		default:
+			// Reset by the client (over its limits, local service gone) or
+			// the tunnel dropped.
+			return status, true
+		}
+		switch m := m.(type) {
+		case *messages.Data:
+			total += int64(len(m.Data))
+			if (max > 0 && total > max) || (length >= 0 && total > length) {
+				vs.Reset(messages.CodeTooLarge, "response body over the limit")
+				return status, true
+			}
+			if len(m.Data) > 0 {
+				ex.rc.SetWriteDeadline(time.Now().Add(p.cfg.IdleTimeout))
+				_, err := ex.w.Write(m.Data)
+				stream.Release(m.Data)
+				if err != nil {
+					vs.Reset(messages.CodeCanceled, "visitor went away")
+					return 499, false
+				}
+				vs.Consumed(len(m.Data))
+			}
+			if m.End {
+				if length >= 0 && total != length {
+					return status, true
+				}
+				ex.respDone = true
+				return status, false
+			}
+			if vs.Queued() == 0 {
+				ex.rc.Flush()
+			}
+		case *messages.Trailer:
+			if length >= 0 && total != length {
+				return status, true
+			}
+			h := ex.w.Header()
+			for k, v := range m.Header {
+				if messages.ValidateHeader(messages.Header{k: v}) != nil {
+					continue
+				}
+				if declared[http.CanonicalHeaderKey(k)] {
+					h[http.CanonicalHeaderKey(k)] = v
+				} else {
+					h[http.TrailerPrefix+k] = v
+				}
+			}
+			ex.respDone = true
+			return status, false
+		default:
+			vs.Reset(messages.CodeBadResponse, "unexpected frame in a response body")
+			return status, true
+		}
+	}
+}
+
+// trailerNames returns the trailer fields a response declared.
+func trailerNames(h http.Header) map[string]bool {
+	names := map[string]bool{}
+	for _, v := range h["Trailer"] {
+		for n := range strings.SplitSeq(v, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				names[http.CanonicalHeaderKey(n)] = true
+			}
+		}
+	}
+	return names
+}
+
+// failBeforeHead answers a request whose response head never came.
+func (ex *exchange) failBeforeHead(err error) int {
+	vs, w := ex.vs, ex.w
+	if up := ex.uploadErr.Load(); up != nil {
+		switch {
+		case errors.Is(*up, limiter.ErrTooLarge):
+			return publicError(w, http.StatusRequestEntityTooLarge)
+		case errors.Is(*up, errBodyTimeout):
+			return publicError(w, http.StatusRequestTimeout)
+		default:
+			return 499
+		}
+	}
+	var reset *stream.ResetError
+	switch {
+	case ex.r.Context().Err() != nil:
+		vs.Reset(messages.CodeCanceled, "visitor went away")
 		return 499 // the caller went away; nothing to write
+	case errors.Is(err, errIdle):
+		vs.Reset(messages.CodeCanceled, "timed out")
+		return publicError(w, http.StatusGatewayTimeout)
+	case errors.As(err, &reset):
+		status := errorStatus(reset.Code)
+		if status == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", strconv.Itoa(int(max(1, reset.RetryAfter))))
+		}
+		return publicError(w, status)
+	}
+	vs.Reset(messages.CodeCanceled, "tunnel error")
+	return publicError(w, http.StatusBadGateway)
+}
+
+// startUpload streams the request body to the client in the background,
+// within the client's credit. A body that stalls for IdleTimeout, or
+// arrives slower than MinBodyRate before the response head, is cut off.
+func (ex *exchange) startUpload() {
+	p, r := ex.p, ex.r
+	ex.upload.Add(1)
+	ex.uploading.Store(true)
+	go func() {
+		defer ex.upload.Done()
+		defer ex.uploading.Store(false)
+		start := time.Now()
+		var received int64
+		last := start
+		_, err := stream.SendBody(context.Background(), ex.vs.Stream, r.Body, stream.BodyOptions{
+			Length: r.ContentLength,
+			Limit:  int64(p.cfg.MaxBody),
+			Trailer: func() messages.Header {
+				h := messages.Header{}
+				for k, v := range r.Trailer {
+					if len(v) > 0 {
+						h[k] = v
+					}
+				}
+				return h
+			},
+			BeforeRead: func() {
+				deadline := last.Add(p.cfg.IdleTimeout)
+				if !ex.headAt.Load() {
+					// Before the answer, the body must also keep a minimum
+					// average rate once IdleTimeout has passed.
+					rate := float64(p.cfg.MinBodyRate)
+					byRate := start.Add(p.cfg.IdleTimeout + time.Duration(float64(received)/rate*float64(time.Second)))
+					if byRate.Before(deadline) {
+						deadline = byRate
+					}
+				}
+				ex.rc.SetReadDeadline(deadline)
+			},
+			AfterRead: func(n int) {
+				received += int64(n)
+				last = time.Now()
+			},
+		})
+		if err == nil {
+			// A deadline left on the connection would end net/http's own
+			// watch for the visitor hanging up, once the body is read.
+			ex.rc.SetReadDeadline(time.Time{})
+			return
+		}
+		var reset *stream.ResetError
+		switch {
+		case errors.As(err, &reset):
+			// The client reset the stream, or run gave up: nothing to add.
+			return
+		case errors.Is(err, limiter.ErrTooLarge):
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			err = errBodyTimeout
+		default:
+			err = errVisitorGone
+		}
+		ex.uploadErr.Store(&err)
+		code := messages.CodeCanceled
+		if errors.Is(err, limiter.ErrTooLarge) {
+			code = messages.CodeTooLarge
+		}
+		ex.vs.Reset(code, err.Error())
+	}()
+}
+
+// stopUpload ends the request body's upload, if it still runs, and waits
+// for it: the body must not be read once the handler returns.
+func (ex *exchange) stopUpload() {
+	uploading := ex.uploading.Load()
+	if !ex.respDone || uploading {
+		// Whatever is left of the exchange is no longer wanted: the client
+		// stops, and its holder forgets the stream. One that ended in both
+		// directions needs no word.
+		ex.vs.Reset(messages.CodeCanceled, "exchange over")
+	}
+	if uploading {
+		ex.rc.SetReadDeadline(time.Now()) // unblocks a read of the body
+	}
+	ex.upload.Wait()
+}
+
+// errIdle ends a wait during which the stream saw no frame either way.
+var errIdle = errors.New("stream idle")
+
+// nextWithin returns the stream's next frame, or errIdle once it has seen
+// no frame in either direction (data, credit, or a visitor byte sent on)
+// for limit.
+func nextWithin(ctx context.Context, s *stream.Stream, limit time.Duration) (messages.Message, error) {
+	for {
+		wait := time.Until(s.LastActive().Add(limit))
+		if wait <= 0 {
+			return nil, errIdle
+		}
+		tctx, cancel := context.WithTimeout(ctx, wait)
+		m, err := s.Next(tctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return m, err
+		}
 	}
 }
 
@@ -105,10 +434,10 @@ func (p *Proxy) lookup(ctx context.Context, label string) (string, int) {
 	return holder, 0
 }
 
-// publishRequest sends an HTTPRequest or WSRequest to the instance holding
+// publishRequest sends the head of a new stream to the instance holding
 // label, and returns a status to answer if nobody could receive it.
-func (p *Proxy) publishRequest(ctx context.Context, label, holder string, m messages.Message) int {
-	payload := messages.AppendEnvelope(nil, p.instance, holder, m)
+func (p *Proxy) publishRequest(ctx context.Context, label, holder string, frame []byte) int {
+	payload := messages.AppendEnvelopeFrame(nil, p.instance, holder, frame)
 	ctx, cancel := context.WithTimeout(ctx, busOpTimeout)
 	defer cancel()
 	n, err := p.publish(ctx, bus.HostTopic(label), payload)
@@ -124,40 +453,61 @@ func (p *Proxy) publishRequest(ctx context.Context, label, holder string, m mess
 	return 0
 }
 
-// cancelExchange tells the client that the public side gave up on id.
-func (p *Proxy) cancelExchange(label, holder string, id messages.ID) {
-	payload := messages.AppendEnvelope(nil, p.instance, holder, &messages.Error{ID: id, Code: messages.CodeCanceled})
-	ctx, cancel := context.WithTimeout(p.ctx, writeTimeout)
-	defer cancel()
-	p.publish(ctx, bus.HostTopic(label), payload)
+// errNoReceiver means a frame reached no instance: the client's holder is
+// gone.
+var errNoReceiver = errors.New("no instance holds the tunnel")
+
+// busSender carries a visitor stream's frames to the instance holding the
+// client. Data goes to the connection the stream was opened on, which
+// passes it on if it handed the stream to a successor, so it keeps its
+// order; control frames go to whichever connection last answered.
+type busSender struct {
+	p     *Proxy
+	label string
+	data  string
+	ctrl  atomic.Pointer[string]
 }
 
-// writeReply writes the client's answer, or the status its error maps to.
-func (p *Proxy) writeReply(w http.ResponseWriter, r *http.Request, frame []byte) int {
-	m, err := messages.Decode(frame)
-	if err != nil {
-		return publicError(w, http.StatusBadGateway)
+func (b *busSender) publish(conn string, m messages.Message) error {
+	payload := messages.AppendEnvelope(stream.Buf(), b.p.instance, conn, m)
+	defer stream.Release(payload) // the bus is done with it once Publish returns
+	ctx, cancel := context.WithTimeout(b.p.ctx, writeTimeout)
+	defer cancel()
+	n, err := b.p.publish(ctx, bus.HostTopic(b.label), payload)
+	if err == nil && n == 0 {
+		err = errNoReceiver
 	}
-	switch m := m.(type) {
-	case *messages.HTTPResponse:
-		h := w.Header()
-		copyResponseHeader(h, m.Header, normalizeHost(r.Host), p.cfg.Domain)
-		if r.Method != http.MethodHead || h.Get("Content-Length") == "" {
-			h.Set("Content-Length", strconv.Itoa(len(m.Body)))
-		}
-		w.WriteHeader(int(m.Status))
-		if r.Method != http.MethodHead {
-			w.Write(m.Body)
-		}
-		return int(m.Status)
-	case *messages.Error:
-		status := errorStatus(m.Code)
-		if status == http.StatusTooManyRequests {
-			w.Header().Set("Retry-After", strconv.Itoa(int(max(1, m.RetryAfter))))
-		}
-		return publicError(w, status)
+	return err
+}
+
+func (b *busSender) Send(m messages.Message) error {
+	ctrl := *b.ctrl.Load()
+	err := b.publish(ctrl, m)
+	if _, ok := m.(*messages.Error); ok && ctrl != b.data {
+		b.publish(b.data, m) // the first holder may still be passing data on
 	}
-	return publicError(w, http.StatusBadGateway)
+	return err
+}
+
+func (b *busSender) SendData(m messages.Message, _ int) error { return b.publish(b.data, m) }
+
+// visitorStream is a stream this instance opened for a visitor.
+type visitorStream struct {
+	*stream.Stream
+	out *busSender
+}
+
+// deliver takes a frame from the client connection conn. A stream handed
+// to a successor connection hears from it directly from then on.
+func (vs *visitorStream) deliver(conn string, m messages.Message) {
+	if cur := vs.out.ctrl.Load(); conn != "" && *cur != conn {
+		vs.out.ctrl.Store(&conn)
+	}
+	if err := vs.Receive(m); err != nil {
+		// The holder checks every client's credit, so this is a bug
+		// somewhere between: fail the stream, not the instance.
+		vs.Reset(messages.CodeBadResponse, "flow control violated")
+	}
 }
 
 // errorStatus maps an Error code to the public status.
@@ -194,6 +544,7 @@ func (p *Proxy) outboundHeader(r *http.Request) messages.Header {
 		h[k] = vs
 	}
 	messages.RemoveHopByHop(h)
+	delete(h, "Content-Length") // set from the body the proxy forwards
 	peer := peerIP(r)
 	trusted := p.trusted(peer)
 	if !trusted {

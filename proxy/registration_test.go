@@ -106,7 +106,7 @@ func TestRegistrationRefused(t *testing.T) {
 			return messages.Encode(&messages.Ping{})
 		}},
 		{name: "HTTPResponse first", reason: beforeReg, frame: func(messages.Challenge) []byte {
-			return messages.Encode(&messages.HTTPResponse{ID: messages.NewID(), Status: 200, Body: []byte("hi")})
+			return messages.Encode(&messages.HTTPResponse{ID: messages.NewID(), Status: 200})
 		}},
 		{name: "Error first", reason: beforeReg, frame: func(messages.Challenge) []byte {
 			return messages.Encode(&messages.Error{Code: messages.CodeGoingAway})
@@ -186,7 +186,7 @@ func TestRegistrationReplayedNonce(t *testing.T) {
 	// The replay took nothing from the first connection.
 	ch := goDo(env, first.request(http.MethodGet, "/still-mine", nil))
 	req := first.nextRequest()
-	first.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Body: []byte("first")})
+	first.respond(req.ID, 200, nil, []byte("first"))
 	if r := await(t, ch, 10*time.Second); r.status != 200 || r.body != "first" {
 		t.Fatalf("got %d %q", r.status, r.body)
 	}

@@ -231,8 +231,10 @@ func TestConfigDefaults(t *testing.T) {
 		{PublicURL: "http://other.example"},
 		{PublicURL: "http://localhost/path"},
 		{Timeout: -1},
-		{MaxBody: -1},
+		{IdleTimeout: -1},
 		{Ping: -1},
+		{MaxWindow: 1000},
+		{WindowBudget: -1},
 		{Rate: -1},
 		{MaxBody: 1<<30 + 1},
 	} {

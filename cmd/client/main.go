@@ -34,6 +34,7 @@ including one line per request, go to stderr.`
 type options struct {
 	proxyURL, keyFile, hostHeader, token, caFile, logLevel string
 	maxConcurrent                                          int
+	cpuProfile                                             string
 }
 
 func newFlags() (*flag.FlagSet, *options) {
@@ -46,6 +47,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.StringVar(&o.caFile, "ca", "", "PEM `file` of CA certificates to trust for a wss:// proxy, in\naddition to the system roots")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.IntVar(&o.maxConcurrent, "max-concurrent", 1024, "requests and WebSocket streams served at once; more get 503")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file`, for performance work")
 	return fs, o
 }
 
@@ -74,6 +76,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if o.maxConcurrent < 1 {
 		return cli.Usage(fmt.Errorf("invalid --max-concurrent %d: want at least 1", o.maxConcurrent))
+	}
+	if o.cpuProfile != "" {
+		stop, err := cli.StartCPUProfile(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	var tlsConfig *tls.Config
 	if o.caFile != "" {

@@ -14,8 +14,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
-	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -42,8 +40,11 @@ type options struct {
 	access                    accessFiles
 	listen, domain, publicURL string
 	cpuProfile                string
-	timeout, ping             time.Duration
-	maxBody                   limiter.Size
+	timeout, idleTimeout      time.Duration
+	ping                      time.Duration
+	maxBody, minBodyRate      limiter.Size
+	maxWindow                 limiter.Size
+	windowBudget, connBudget  limiter.Size
 	rate                      float64
 	burst                     int
 	trusted                   prefixList
@@ -53,13 +54,18 @@ type options struct {
 }
 
 func newFlags() (*flag.FlagSet, *options) {
-	o := &options{maxBody: 500 * 1000}
+	o := &options{maxBody: 500 * 1000, minBodyRate: 1000, maxWindow: 8 << 20, windowBudget: 64 << 20, connBudget: 16 << 20}
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	fs.StringVar(&o.listen, "listen", ":8080", "public `address` for HTTP and for client connections")
 	fs.StringVar(&o.domain, "domain", "localhost", "apex `domain`; tunnels are served at <hostname>.<domain>")
 	fs.StringVar(&o.publicURL, "public-url", "", "base `URL` the public uses to reach the apex, when it differs from\nwhat --listen implies (behind a load balancer or on port 443),\ne.g. https://tunnel.example.com")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for a client's answer before answering 504")
-	fs.Var(&o.maxBody, "max-body", "largest request body, response body and WebSocket message: a `size`\nlike 500KB or 2MiB (KB = 1000 bytes, KiB = 1024)")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for a response's status and headers, while the tunnel\nmakes no progress, before answering 504")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 60*time.Second, "end an HTTP response or request body that moves no byte in either\ndirection for this long (a stream that keeps sending, like Server-Sent\nEvents, lives on)")
+	fs.Var(&o.minBodyRate, "min-body-rate", "slowest average `size` per second a request body may arrive at before\nits response starts; a slower one gets 408 once --idle-timeout has passed")
+	fs.Var(&o.maxBody, "max-body", "largest whole request body (413), response body (502, or the transfer\naborted) and WebSocket message (1009): a `size` like 500KB or 2MiB\n(KB = 1000 bytes, KiB = 1024); 0 = no cap. Bodies stream whatever\ntheir size; every frame stays capped at 500KB")
+	fs.Var(&o.maxWindow, "max-window", "largest flow-control window one stream may grow to: a `size`. A stream's\nspeed is at most its window per round trip")
+	fs.Var(&o.connBudget, "conn-window-budget", "memory `size` the windows of one client connection's streams may grow\ninto, together")
+	fs.Var(&o.windowBudget, "window-budget", "memory `size` the windows of all streams on this instance may grow\ninto, together")
 	fs.Float64Var(&o.rate, "rate", 0, "requests and WebSocket messages per second allowed on each client connection\n(0 = no limit); over it, the public gets 429 with Retry-After")
 	fs.IntVar(&o.burst, "burst", 0, "burst allowed above --rate (default twice the rate)")
 	fs.DurationVar(&o.ping, "ping", 10*time.Second, "ping interval on idle client connections; a client silent for\ntwice this long is dropped")
@@ -140,7 +146,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	if o.cpuProfile != "" {
-		stop, err := startCPUProfile(o.cpuProfile)
+		stop, err := cli.StartCPUProfile(o.cpuProfile)
 		if err != nil {
 			return err
 		}
@@ -196,7 +202,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Domain:            o.domain,
 		PublicURL:         o.publicURL,
 		Timeout:           o.timeout,
+		IdleTimeout:       o.idleTimeout,
+		MinBodyRate:       o.minBodyRate,
 		MaxBody:           o.maxBody,
+		MaxWindow:         o.maxWindow,
+		WindowBudget:      o.windowBudget,
+		ConnWindowBudget:  o.connBudget,
 		Rate:              o.rate,
 		Burst:             o.burst,
 		Ping:              o.ping,
@@ -210,6 +221,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if metrics != nil {
 		cfg.Metrics = metrics
+	}
+	if o.maxBody == 0 {
+		cfg.MaxBody = -1 // the flag's 0 means no cap; the library's zero is the default
+	}
+	for name, v := range map[string]limiter.Size{"--min-body-rate": o.minBodyRate, "--max-window": o.maxWindow, "--window-budget": o.windowBudget, "--conn-window-budget": o.connBudget} {
+		if v == 0 {
+			return cli.Usage(fmt.Errorf("invalid %s 0: want a positive size", name))
+		}
+	}
+	if o.idleTimeout <= 0 || o.timeout <= 0 {
+		return cli.Usage(errors.New("--timeout and --idle-timeout must be positive"))
 	}
 	p, err := proxy.New(ctx, cfg)
 	if err != nil {
@@ -328,20 +350,4 @@ func defaultPublicURL(listen, domain string) (string, error) {
 		return "http://" + domain, nil
 	}
 	return "http://" + net.JoinHostPort(domain, port), nil
-}
-
-// startCPUProfile profiles until the returned function is called.
-func startCPUProfile(path string) (func(), error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("cpu profile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("cpu profile: %w", err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-	}, nil
 }

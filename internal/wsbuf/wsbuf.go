@@ -1,4 +1,5 @@
-// Package wsbuf reads websocket messages into pooled buffers.
+// Package wsbuf reads websocket messages into pooled buffers, and gathers
+// a message's writes into one system call ([CorkConn]).
 //
 // coder/websocket's Conn.Read grows a fresh buffer for every message, which
 // for a 400 KB body means a dozen allocations, copies and zeroings. Most of

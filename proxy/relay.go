@@ -1,0 +1,701 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/keyhole-tunnel/keyhole/bus"
+	"github.com/keyhole-tunnel/keyhole/internal/stream"
+	"github.com/keyhole-tunnel/keyhole/messages"
+)
+
+// relay is what the holder of a client connection knows of one stream
+// routed to it. The holder passes frames on in both directions and checks
+// the client's side of the protocol: the order of heads, data and ends,
+// and that the client never sends more than its credit. The visitor's side
+// is another proxy instance, and trusted.
+type relay struct {
+	replyTo string
+	ws      bool
+	state   relayState
+	// clientCredit is how many data bytes the client may still send: the
+	// window the head granted plus the Credit relayed to the client since,
+	// minus what it sent.
+	clientCredit   int64
+	toClientDone   bool // the visitor's direction ended
+	fromClientDone bool // the client's direction ended
+	// reset is set when the proxy's side ended the stream early: frames
+	// the client sent before it heard are late, not violations.
+	reset  bool
+	active time.Time
+	// WebSocket: bytes of the message in progress from and to the client;
+	// -1 between messages.
+	msgFrom, msgTo int64
+}
+
+type relayState uint8
+
+const (
+	awaitingHead relayState = iota
+	open
+	ended // a tombstone: late frames for it are dropped quietly
+)
+
+// end turns r into a tombstone. Caller holds c.mu.
+func (r *relay) end(now time.Time) {
+	if r.state != ended {
+		r.state = ended
+		r.active = now
+	}
+}
+
+// abort ends r early from the proxy's side. Caller holds c.mu.
+func (r *relay) abort(now time.Time) {
+	if r.state != ended {
+		r.reset = true
+	}
+	r.end(now)
+}
+
+// finishIfDone ends r once both directions are complete.
+func (r *relay) finishIfDone(now time.Time) {
+	if r.toClientDone && r.fromClientDone {
+		r.end(now)
+	}
+}
+
+// onHostMessage handles a payload published to a hostname this instance
+// holds.
+func (p *Proxy) onHostMessage(label string, payload []byte) {
+	replyTo, conn, frame, err := messages.OpenEnvelope(payload)
+	if err != nil {
+		p.log.Warn("bad message on host topic", "host", label, "err", err)
+		return
+	}
+	t, err := messages.Peek(frame)
+	if err != nil {
+		return
+	}
+	// A frame goes to the connection it names, current or replaced (a
+	// replaced one finishes its streams, and hands new requests to its
+	// successor; see fromBus).
+	p.mu.Lock()
+	var cur *clientConn
+	if e := p.hosts[label]; e != nil {
+		cur = e.conn
+	}
+	c := p.conns[conn]
+	p.mu.Unlock()
+	if t == messages.TypeTakeover {
+		if cur != nil && cur.holder != conn {
+			cur.replaced(conn)
+		}
+		return
+	}
+	if c == nil || c.label != label {
+		// The requester's view of the registry is stale: the connection it
+		// named was ours and is gone. Answer at once rather than let it
+		// time out. A connection of another instance is that instance's to
+		// answer for: this one may still be subscribed only to finish the
+		// streams of a connection that moved there, and an error from here
+		// would race the real answer.
+		if (t == messages.TypeHTTPRequest || t == messages.TypeWSRequest) && p.ownsConnName(conn) {
+			if id, ok := messages.PeekID(frame); ok {
+				p.replyError(replyTo, conn, id, messages.CodeUnavailable, 0)
+			}
+		}
+		return
+	}
+	c.fromBus(replyTo, frame)
+}
+
+// replyError sends an Error for id to the instance that asked. It never
+// blocks: it may run on the bus's delivery goroutine.
+func (p *Proxy) replyError(replyTo, conn string, id messages.ID, code messages.ErrorCode, retryAfter uint32) {
+	payload := messages.AppendEnvelope(nil, p.instance, conn, &messages.Error{ID: id, Code: code, RetryAfter: retryAfter})
+	p.post(bus.InstanceTopic(replyTo), payload)
+}
+
+// control queues a frame for the client ahead of all data.
+func (c *clientConn) control(m messages.Message) bool { return c.out.Control(messages.Encode(m)) }
+
+// fromBus takes a frame from a visitor's stream to this client. It runs on
+// the bus's delivery goroutine, so it never blocks: a full queue fails the
+// stream instead.
+func (c *clientConn) fromBus(replyTo string, payloadFrame []byte) {
+	// The payload is the bus's until this returns: what is queued for the
+	// client is a copy, pooled for the frames that carry data.
+	m, err := messages.Decode(payloadFrame)
+	if err != nil {
+		c.log.Warn("bad frame on bus", "err", err)
+		return
+	}
+	var frame []byte
+	switch m.(type) {
+	case *messages.Data, *messages.WSMessage:
+		frame = stream.CopyData(payloadFrame)
+	default:
+		frame = bytes.Clone(payloadFrame)
+	}
+	id, _ := messages.PeekID(frame)
+	c.mu.Lock()
+	if succ, ok := c.handedOff[id]; ok {
+		if endsVisitorSide(m) {
+			delete(c.handedOff, id)
+		}
+		c.mu.Unlock()
+		c.p.post(bus.HostTopic(c.label), messages.AppendEnvelopeFrame(nil, replyTo, succ, frame))
+		return
+	}
+	c.mu.Unlock()
+	switch m := m.(type) {
+	case *messages.HTTPRequest:
+		c.openStream(replyTo, id, frame, false, m.Window, !m.Body)
+		return
+	case *messages.WSRequest:
+		c.openStream(replyTo, id, frame, true, m.Window, false)
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	r := c.streams[id]
+	if r == nil || r.state == ended || r.replyTo != replyTo {
+		c.mu.Unlock()
+		return
+	}
+	r.active = now
+	switch m := m.(type) {
+	case *messages.Credit:
+		r.clientCredit += int64(m.Increment)
+		c.mu.Unlock()
+		c.out.Control(frame)
+	case *messages.Data:
+		if r.ws || r.toClientDone {
+			c.mu.Unlock()
+			return
+		}
+		r.toClientDone = m.End
+		r.finishIfDone(now)
+		c.mu.Unlock()
+		c.out.Data(id, frame, len(m.Data))
+	case *messages.Trailer:
+		if r.ws || r.toClientDone {
+			c.mu.Unlock()
+			return
+		}
+		r.toClientDone = true
+		r.finishIfDone(now)
+		c.mu.Unlock()
+		c.out.Data(id, frame, 0)
+	case *messages.WSMessage:
+		if !r.ws || r.state != open {
+			c.mu.Unlock()
+			return
+		}
+		first := r.msgTo < 0
+		r.msgTo = max(r.msgTo, 0) + int64(len(m.Data))
+		tooBig := c.p.cfg.MaxBody > 0 && r.msgTo > int64(c.p.cfg.MaxBody)
+		if m.Fin {
+			r.msgTo = -1
+		}
+		c.mu.Unlock()
+		switch {
+		case tooBig:
+			c.failStream(id, replyTo, websocket.StatusMessageTooBig, "message too big")
+			return
+		case first:
+			if ok, _ := c.rate.Allow(); !ok {
+				c.failStream(id, replyTo, websocket.StatusTryAgainLater, "rate limit exceeded")
+				return
+			}
+		}
+		c.out.Data(id, frame, len(m.Data))
+	case *messages.WSTeardown:
+		if !r.ws || r.state != open {
+			c.mu.Unlock()
+			return
+		}
+		r.abort(now) // the client may be sending until it hears
+		c.mu.Unlock()
+		c.out.Data(id, frame, 0)
+	case *messages.Error:
+		// The visitor's side gave up (timeout, visitor gone, over a
+		// limit). Keep a tombstone so frames already on their way are
+		// dropped quietly, and tell the client to stop.
+		r.abort(now)
+		c.mu.Unlock()
+		c.out.Forget(id)
+		c.out.Control(frame)
+	default:
+		c.mu.Unlock()
+	}
+}
+
+// endsVisitorSide reports whether m is the visitor side's last frame of a
+// stream: past it, a stream handed to a successor has nothing more to pass
+// on.
+func endsVisitorSide(m messages.Message) bool {
+	switch m := m.(type) {
+	case *messages.Data:
+		return m.End
+	case *messages.Trailer, *messages.Error, *messages.WSTeardown:
+		return true
+	}
+	return false
+}
+
+// openStream routes a new stream to this client, or answers for it.
+func (c *clientConn) openStream(replyTo string, id messages.ID, frame []byte, ws bool, window uint32, noBody bool) {
+	if !ws {
+		if succ := c.successorFor(); succ != "" {
+			c.mu.Lock()
+			if c.handedOff == nil {
+				c.handedOff = make(map[messages.ID]string)
+			}
+			if !noBody {
+				c.handedOff[id] = succ
+			}
+			c.mu.Unlock()
+			c.p.post(bus.HostTopic(c.label), messages.AppendEnvelopeFrame(nil, replyTo, succ, frame))
+			return
+		}
+	}
+	if ok, retry := c.rate.Allow(); !ok {
+		c.p.replyError(replyTo, c.holder, id, messages.CodeRateLimited, uint32(retry/time.Second))
+		return
+	}
+	c.mu.Lock()
+	if c.gone {
+		c.mu.Unlock()
+		c.p.replyError(replyTo, c.holder, id, messages.CodeUnavailable, 0)
+		return
+	}
+	if c.liveLocked() >= c.p.cfg.maxPending {
+		c.mu.Unlock()
+		c.p.replyError(replyTo, c.holder, id, messages.CodeOverloaded, 0)
+		return
+	}
+	c.streams[id] = &relay{
+		replyTo:      replyTo,
+		ws:           ws,
+		clientCredit: int64(window),
+		toClientDone: noBody,
+		active:       time.Now(),
+		msgFrom:      -1,
+		msgTo:        -1,
+	}
+	c.mu.Unlock()
+	if !c.out.Control(frame) {
+		c.p.metrics.drop(dropClientQueue)
+		c.forget(id)
+		c.p.replyError(replyTo, c.holder, id, messages.CodeOverloaded, 0)
+	}
+}
+
+// liveLocked counts the streams in flight. Caller holds c.mu.
+func (c *clientConn) liveLocked() int {
+	n := 0
+	for _, r := range c.streams {
+		if r.state != ended {
+			n++
+		}
+	}
+	return n
+}
+
+// failStream ends a WebSocket stream from the middle: both ends get a
+// teardown.
+func (c *clientConn) failStream(id messages.ID, replyTo string, code websocket.StatusCode, reason string) {
+	c.forget(id)
+	td := &messages.WSTeardown{ID: id, Code: uint16(code), Reason: reason}
+	// Behind the messages already on their way: they passed.
+	c.out.Data(id, messages.Encode(td), 0)
+	c.p.post(bus.InstanceTopic(replyTo), messages.AppendEnvelope(nil, c.p.instance, c.holder, td))
+}
+
+// resetStream ends a stream from the middle: the client is told to stop,
+// and the visitor's side gets code.
+func (c *clientConn) resetStream(id messages.ID, replyTo string, code messages.ErrorCode, reason string) {
+	c.forget(id)
+	c.out.Forget(id)
+	c.control(&messages.Error{ID: id, Code: messages.CodeCanceled, Reason: reason})
+	c.p.replyError(replyTo, c.holder, id, code, 0)
+}
+
+// forget ends a stream from the proxy's side. Its tombstone stays until
+// sweep removes it, so frames the client sent meanwhile are dropped quietly.
+func (c *clientConn) forget(id messages.ID) {
+	c.mu.Lock()
+	if r := c.streams[id]; r != nil {
+		r.abort(time.Now())
+	}
+	c.mu.Unlock()
+}
+
+func (c *clientConn) pendingCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.liveLocked() + len(c.handedOff)
+}
+
+// handle processes one websocket message from the client and reports
+// whether the connection should go on.
+func (c *clientConn) handle(data []byte) bool {
+	m, err := messages.Decode(data)
+	switch {
+	case err == nil:
+	case errors.Is(err, messages.ErrUnknownType):
+		return true // from a newer client: skipped, for forward compatibility
+	case errors.Is(err, messages.ErrVersion):
+		c.violation("unsupported protocol version")
+		return false
+	default:
+		c.violation("malformed frame")
+		return false
+	}
+	if b, ok := m.(*messages.Batch); ok {
+		for _, f := range b.Frames {
+			inner, err := messages.Decode(f)
+			if errors.Is(err, messages.ErrUnknownType) {
+				continue
+			}
+			if err != nil {
+				c.violation("malformed frame in a batch")
+				return false
+			}
+			if !c.handleOne(f, inner) {
+				return false
+			}
+		}
+		return true
+	}
+	return c.handleOne(data, m)
+}
+
+// handleOne processes one frame from the client.
+func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
+	var id messages.ID
+	switch m := m.(type) {
+	case *messages.Ping:
+		return true
+	case *messages.Credit:
+		if m.ID.IsZero() {
+			c.out.Credit(int(m.Increment))
+			return true
+		}
+		id = m.ID
+	case *messages.Error:
+		if m.ID.IsZero() {
+			return true // a connection-level notice from the client; nothing to do
+		}
+		id = m.ID
+	case *messages.HTTPResponse:
+		id = m.ID
+	case *messages.WSResponse:
+		id = m.ID
+	case *messages.Data:
+		id = m.ID
+	case *messages.Trailer:
+		id = m.ID
+	case *messages.WSMessage:
+		id = m.ID
+	case *messages.WSTeardown:
+		id = m.ID
+	default:
+		c.violation("unexpected " + m.Type().String())
+		return false
+	}
+	n := dataBytes(m)
+	if n > messages.MaxData {
+		c.violation("data frame larger than the protocol allows")
+		return false
+	}
+	if n > 0 && !c.in.Received(n) {
+		c.violation("data beyond the connection's credit")
+		return false
+	}
+	// Every data byte counts against the connection's credit until it has
+	// left here, dropped or passed on.
+	defer c.passed(n)
+
+	now := time.Now()
+	c.mu.Lock()
+	r := c.streams[id]
+	if r != nil && r.state == ended {
+		if _, ok := m.(*messages.Credit); ok || r.reset {
+			// A late frame for a stream that the proxy's side ended,
+			// sent before the client heard of it (or credit nobody needs
+			// any more): drop it.
+			c.mu.Unlock()
+			return true
+		}
+		if _, ok := m.(*messages.Error); ok {
+			c.mu.Unlock()
+			return true
+		}
+		// The client itself finished this stream; it knows better.
+		c.mu.Unlock()
+		c.violation("message for a stream this connection already finished")
+		return false
+	}
+	if r == nil || !c.allowed(r, m) {
+		c.mu.Unlock()
+		c.violation("message for an ID this connection does not own")
+		return false
+	}
+	if int64(n) > r.clientCredit {
+		c.mu.Unlock()
+		c.violation("data beyond the stream's credit")
+		return false
+	}
+	r.clientCredit -= int64(n)
+	r.active = now
+	replyTo := r.replyTo
+	var bad string
+	var tooBig, first bool
+	switch m := m.(type) {
+	case *messages.HTTPResponse:
+		switch {
+		case !messages.ValidResponseStatus(m.Status):
+			bad = "response status outside 200-599"
+		case messages.ValidateHeader(m.Header) != nil:
+			bad = "invalid response header"
+		case len(frame) > messages.MaxHead:
+			bad = "response head too large"
+		}
+		r.state = open
+		r.fromClientDone = !m.Body
+		r.finishIfDone(now)
+	case *messages.WSResponse:
+		switch {
+		case !messages.ValidUpgradeStatus(m.Status):
+			bad = "upgrade status outside 101 and 200-599"
+		case messages.ValidateHeader(m.Header) != nil:
+			bad = "invalid upgrade response header"
+		case len(frame) > messages.MaxHead:
+			bad = "upgrade response too large"
+		}
+		if m.Status == 101 {
+			r.state = open
+		} else {
+			r.end(now)
+		}
+	case *messages.Data:
+		r.fromClientDone = m.End
+		r.finishIfDone(now)
+	case *messages.Trailer:
+		if messages.ValidateHeader(m.Header) != nil || len(frame) > messages.MaxHead {
+			bad = "invalid trailer"
+		}
+		r.fromClientDone = true
+		r.finishIfDone(now)
+	case *messages.WSMessage:
+		first = r.msgFrom < 0
+		r.msgFrom = max(r.msgFrom, 0) + int64(len(m.Data))
+		tooBig = c.p.cfg.MaxBody > 0 && r.msgFrom > int64(c.p.cfg.MaxBody)
+		if m.Fin {
+			r.msgFrom = -1
+		}
+	case *messages.WSTeardown, *messages.Error:
+		r.end(now)
+	}
+	gone := c.gone
+	c.mu.Unlock()
+	if gone {
+		c.wake()
+	}
+	switch {
+	case bad != "":
+		// The local service's answer cannot be passed on; that fails this
+		// exchange, not the tunnel.
+		c.log.Warn("bad answer from client", "reason", bad, "req", id)
+		c.resetStream(id, replyTo, messages.CodeBadResponse, bad)
+		return true
+	case tooBig:
+		c.failStream(id, replyTo, websocket.StatusMessageTooBig, "message too big")
+		return true
+	case first:
+		if ok, _ := c.rate.Allow(); !ok {
+			c.failStream(id, replyTo, websocket.StatusTryAgainLater, "rate limit exceeded")
+			return true
+		}
+	}
+	c.publishTo(replyTo, frame)
+	return true
+}
+
+// allowed reports whether the client may send m on r now. Caller holds
+// c.mu.
+func (c *clientConn) allowed(r *relay, m messages.Message) bool {
+	switch m.(type) {
+	case *messages.HTTPResponse:
+		return !r.ws && r.state == awaitingHead
+	case *messages.WSResponse:
+		return r.ws && r.state == awaitingHead
+	case *messages.Data, *messages.Trailer:
+		return !r.ws && r.state == open && !r.fromClientDone
+	case *messages.WSMessage, *messages.WSTeardown:
+		return r.ws && r.state == open
+	}
+	return true // Credit and Error, at any point before the end
+}
+
+// dataBytes is the connection and stream credit a frame uses.
+func dataBytes(m messages.Message) int {
+	switch m := m.(type) {
+	case *messages.Data:
+		return len(m.Data)
+	case *messages.WSMessage:
+		return len(m.Data)
+	}
+	return 0
+}
+
+// passed returns connection credit for n bytes that have left the holder.
+func (c *clientConn) passed(n int) {
+	if n == 0 {
+		return
+	}
+	if inc := c.in.Passed(n); inc > 0 {
+		c.control(&messages.Credit{Increment: inc})
+	}
+}
+
+// publishTo sends a frame to the instance waiting for it.
+func (c *clientConn) publishTo(replyTo string, frame []byte) {
+	var payload []byte
+	if n := messages.EnvelopeSize(c.p.instance, c.holder, len(frame)); n <= stream.BufCap {
+		payload = stream.Buf()
+	} else {
+		payload = make([]byte, 0, n)
+	}
+	payload = messages.AppendEnvelopeFrame(payload, c.p.instance, c.holder, frame)
+	defer stream.Release(payload) // the bus is done with it once Publish returns
+	ctx, cancel := context.WithTimeout(c.p.ctx, writeTimeout)
+	defer cancel()
+	n, err := c.p.publish(ctx, bus.InstanceTopic(replyTo), payload)
+	if err != nil || n == 0 {
+		c.log.Debug("reply not delivered", "to", replyTo, "err", err)
+	}
+}
+
+// replaced is called when a newer connection, successor ("" if unknown),
+// registered the same key. Nothing new is delivered to c. Streams already
+// in flight may finish (a client moving off a draining instance loses
+// none), then c is told why and closed; see writeLoop.
+func (c *clientConn) replaced(successor string) {
+	c.mu.Lock()
+	if !c.gone {
+		c.gone = true
+		c.replacedAt = time.Now()
+	}
+	if c.successor == "" {
+		c.successor = successor
+	}
+	c.mu.Unlock()
+	c.wake()
+}
+
+// successorFor returns the connection that an HTTP request for replaced c
+// should go to instead, or "". Such a request was published by an instance
+// that looked the hostname up just before the takeover: handing it on,
+// rather than answering 502, keeps a client's move (a rolling deploy)
+// from failing requests. It was never delivered to c, so it runs once; its
+// body, which the visitor's side keeps sending here, is passed on behind
+// it. A WebSocket is not handed on.
+func (c *clientConn) successorFor() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.gone {
+		return ""
+	}
+	return c.successor
+}
+
+func (c *clientConn) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// replacedAndIdle reports whether a replaced connection should close now:
+// nothing is left in flight, or the timeout has passed.
+func (c *clientConn) replacedAndIdle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.replacedAt.IsZero() {
+		return false
+	}
+	if time.Since(c.replacedAt) > c.p.cfg.Timeout {
+		return true
+	}
+	return c.liveLocked() == 0 && len(c.handedOff) == 0
+}
+
+// goAway tells the client to reconnect elsewhere because this instance is
+// draining. The connection stays up for streams already in flight.
+func (c *clientConn) goAway() {
+	c.control(&messages.Error{Code: messages.CodeGoingAway, Reason: "proxy shutting down, reconnect"})
+}
+
+// requestClose asks the writer to close the websocket with code and reason.
+// The first request wins.
+func (c *clientConn) requestClose(code websocket.StatusCode, reason string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeReason = code, reason
+		close(c.closing)
+	})
+}
+
+// failPending answers every stream still open on this connection: the
+// visitors get 502 now (or see their transfer cut) rather than a timeout.
+func (c *clientConn) failPending() {
+	c.mu.Lock()
+	c.gone = true
+	streams := c.streams
+	c.streams = make(map[messages.ID]*relay)
+	c.mu.Unlock()
+	for id, r := range streams {
+		if r.state != ended {
+			c.p.replyError(r.replyTo, c.holder, id, messages.CodeUnavailable, 0)
+		}
+	}
+}
+
+// sweep drops tombstones once a late frame can no longer be expected, and
+// ends streams that nobody has used for longer than any stream may wait:
+// the visitor's instance is gone (it crashed) or a frame was lost.
+func (c *clientConn) sweep(now time.Time) {
+	cfg := &c.p.cfg
+	orphan := cfg.Timeout + cfg.IdleTimeout
+	type lost struct {
+		id      messages.ID
+		replyTo string
+	}
+	var expired []lost
+	c.mu.Lock()
+	for id, r := range c.streams {
+		switch {
+		case r.state == ended:
+			if now.Sub(r.active) > cfg.Timeout {
+				delete(c.streams, id)
+			}
+		case r.ws && r.state == open:
+			// A WebSocket may be quiet for as long as both ends like.
+		case now.Sub(r.active) > orphan:
+			r.abort(now)
+			expired = append(expired, lost{id, r.replyTo})
+		}
+	}
+	c.mu.Unlock()
+	for _, l := range expired {
+		c.out.Forget(l.id)
+		c.control(&messages.Error{ID: l.id, Code: messages.CodeCanceled, Reason: "timed out"})
+		c.p.replyError(l.replyTo, c.holder, l.id, messages.CodeTimeout, 0)
+	}
+}
