@@ -26,7 +26,9 @@ func main() { cli.Main("client", run) }
 const synopsis = `Usage: client [flags] TARGET
 
 Publishes the local web service TARGET through a keyhole proxy. TARGET is a
-port (3000), a host:port (127.0.0.1:3000) or a URL (http://localhost:3000/app).
+port (3000), a host:port (127.0.0.1:3000) or a URL (http://localhost:3000/app);
+h2c://127.0.0.1:50051 speaks HTTP/2 without TLS to the service, as a gRPC
+server wants.
 The public URL is printed on stdout each time the client registers; logs,
 including one line per request, go to stderr.`
 
@@ -131,8 +133,8 @@ func parseTarget(s string) (*url.URL, error) {
 		return &url.URL{Scheme: "http", Host: s}, nil
 	}
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("invalid TARGET %q: want a port, host:port or http:// URL", s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "h2c") || u.Host == "" {
+		return nil, fmt.Errorf("invalid TARGET %q: want a port, host:port, or an http://, https:// or h2c:// URL", s)
 	}
 	return u, nil
 }

@@ -68,13 +68,14 @@ func TestParseTarget(t *testing.T) {
 		{"[::1]:3000", "http://[::1]:3000"},
 		{"http://localhost:3000/app", "http://localhost:3000/app"},
 		{"https://internal.example:8443", "https://internal.example:8443"},
+		{"h2c://127.0.0.1:50051", "h2c://127.0.0.1:50051"},
 	} {
 		u, err := parseTarget(tc.in)
 		if err != nil || u.String() != tc.want {
 			t.Errorf("parseTarget(%q) = %v, %v; want %s", tc.in, u, err, tc.want)
 		}
 	}
-	for _, in := range []string{"0", "99999", "-1", "localhost", "ftp://h:21", "http://", "http:///path", ""} {
+	for _, in := range []string{"0", "99999", "-1", "localhost", "ftp://h:21", "http://", "http:///path", "h2c://", ""} {
 		if u, err := parseTarget(in); err == nil {
 			t.Errorf("parseTarget(%q) = %v, want an error", in, u)
 		}
