@@ -185,7 +185,7 @@ func TestUnknownIDClosesConnection(t *testing.T) {
 	})
 
 	// Answering the same ID twice: the first answer is delivered, the
-	// second is for a stream the client itself finished.
+	// second is for an ID the connection no longer owns.
 	t.Run("duplicate answer", func(t *testing.T) {
 		rc := dialRaw(t, env).register(tunneltest.NewKey(t))
 		ch := goDo(env, rc.request(http.MethodGet, "/", nil))
@@ -195,7 +195,7 @@ func TestUnknownIDClosesConnection(t *testing.T) {
 		if r := await(t, ch, 10*time.Second); r.status != 200 || r.body != "once" {
 			t.Fatalf("got %d %q", r.status, r.body)
 		}
-		wantClose(t, rc.closed(10*time.Second), websocket.StatusPolicyViolation, "already finished")
+		wantClose(t, rc.closed(10*time.Second), websocket.StatusPolicyViolation, "does not own")
 	})
 }
 

@@ -56,6 +56,7 @@ type clientConn struct {
 
 	mu         sync.Mutex
 	streams    map[messages.ID]*relay // streams routed to this client, and tombstones
+	live       int                    // streams in streams that are not tombstones
 	handedOff  map[messages.ID]string // streams passed to the successor: their later frames follow
 	gone       bool                   // replaced or closing: deliver nothing more
 	replacedAt time.Time              // when a newer connection took over

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -70,6 +71,7 @@ type exchange struct {
 
 	upload    sync.WaitGroup
 	uploading atomic.Bool
+	body      *uploadBody
 	uploadErr atomic.Pointer[error] // why the request body failed, set before the stream is reset
 }
 
@@ -148,9 +150,10 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, host, label 
 func (ex *exchange) run() (int, bool) {
 	p, vs := ex.p, ex.vs
 	ctx := ex.r.Context()
-	m, err := nextWithin(ctx, vs.Stream, p.cfg.Timeout)
+	m, err := vs.NextWithin(ctx, p.cfg.Timeout)
 	if err != nil {
-		return ex.failBeforeHead(err), false
+		status := ex.failBeforeHead(err)
+		return status, status == 499
 	}
 	resp, ok := m.(*messages.HTTPResponse)
 	if !ok {
@@ -180,6 +183,7 @@ func (ex *exchange) run() (int, bool) {
 		return publicError(ex.w, http.StatusBadGateway), false
 	}
 	status := int(resp.Status)
+	ex.closeIfUploading()
 	ex.w.WriteHeader(status)
 	ex.headAt.Store(true)
 	if !resp.Body {
@@ -203,13 +207,13 @@ func (ex *exchange) copyBody(status int, length int64) (int, bool) {
 	declared := trailerNames(ex.w.Header())
 	var total int64
 	for {
-		m, err := nextWithin(ctx, vs.Stream, p.cfg.IdleTimeout)
+		m, err := vs.NextWithin(ctx, p.cfg.IdleTimeout)
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
 			vs.Reset(messages.CodeCanceled, "visitor went away")
-			return 499, false
-		case errors.Is(err, errIdle):
+			return 499, true
+		case errors.Is(err, stream.ErrIdle):
 			vs.Reset(messages.CodeCanceled, "idle")
 			return status, true
 		default:
@@ -230,7 +234,7 @@ func (ex *exchange) copyBody(status int, length int64) (int, bool) {
 				stream.Release(m.Data)
 				if err != nil {
 					vs.Reset(messages.CodeCanceled, "visitor went away")
-					return 499, false
+					return 499, true
 				}
 				vs.Consumed(len(m.Data))
 			}
@@ -281,9 +285,11 @@ func trailerNames(h http.Header) map[string]bool {
 	return names
 }
 
-// failBeforeHead answers a request whose response head never came.
+// failBeforeHead answers a request whose response head never came. 499
+// means nothing could be written: the visitor is gone.
 func (ex *exchange) failBeforeHead(err error) int {
 	vs, w := ex.vs, ex.w
+	ex.closeIfUploading()
 	if up := ex.uploadErr.Load(); up != nil {
 		switch {
 		case errors.Is(*up, limiter.ErrTooLarge):
@@ -299,7 +305,7 @@ func (ex *exchange) failBeforeHead(err error) int {
 	case ex.r.Context().Err() != nil:
 		vs.Reset(messages.CodeCanceled, "visitor went away")
 		return 499 // the caller went away; nothing to write
-	case errors.Is(err, errIdle):
+	case errors.Is(err, stream.ErrIdle):
 		vs.Reset(messages.CodeCanceled, "timed out")
 		return publicError(w, http.StatusGatewayTimeout)
 	case errors.As(err, &reset):
@@ -320,13 +326,14 @@ func (ex *exchange) startUpload() {
 	p, r := ex.p, ex.r
 	ex.upload.Add(1)
 	ex.uploading.Store(true)
+	ex.body = &uploadBody{r: r.Body}
 	go func() {
 		defer ex.upload.Done()
 		defer ex.uploading.Store(false)
 		start := time.Now()
 		var received int64
 		last := start
-		_, err := stream.SendBody(context.Background(), ex.vs.Stream, r.Body, stream.BodyOptions{
+		_, err := stream.SendBody(context.Background(), ex.vs.Stream, ex.body, stream.BodyOptions{
 			Length: r.ContentLength,
 			Limit:  int64(p.cfg.MaxBody),
 			Trailer: func() messages.Header {
@@ -371,6 +378,7 @@ func (ex *exchange) startUpload() {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			err = errBodyTimeout
 		default:
+			p.log.Debug("request body failed", "err", err)
 			err = errVisitorGone
 		}
 		ex.uploadErr.Store(&err)
@@ -393,30 +401,14 @@ func (ex *exchange) stopUpload() {
 		ex.vs.Reset(messages.CodeCanceled, "exchange over")
 	}
 	if uploading {
-		ex.rc.SetReadDeadline(time.Now()) // unblocks a read of the body
+		ex.body.stop(ex.rc)
 	}
 	ex.upload.Wait()
-}
-
-// errIdle ends a wait during which the stream saw no frame either way.
-var errIdle = errors.New("stream idle")
-
-// nextWithin returns the stream's next frame, or errIdle once it has seen
-// no frame in either direction (data, credit, or a visitor byte sent on)
-// for limit.
-func nextWithin(ctx context.Context, s *stream.Stream, limit time.Duration) (messages.Message, error) {
-	for {
-		wait := time.Until(s.LastActive().Add(limit))
-		if wait <= 0 {
-			return nil, errIdle
-		}
-		tctx, cancel := context.WithTimeout(ctx, wait)
-		m, err := s.Next(tctx)
-		cancel()
-		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			return m, err
-		}
-	}
+	// With full duplex on, net/http reads the body to its end only after
+	// the handler, and then its watch for the next request starts reading
+	// at the same time as the next request does: it panics
+	// (golang/go#68560). Reaching the end here, first, avoids that.
+	ex.r.Body.Close()
 }
 
 // lookup finds the connection holding label, or the status to answer.
@@ -451,6 +443,63 @@ func (p *Proxy) publishRequest(ctx context.Context, label, holder string, frame 
 		return http.StatusBadGateway
 	}
 	return 0
+}
+
+// closeIfUploading makes the response the connection's last while the
+// request body may still be arriving: the rest of it cannot be read as
+// the next request, and stopping its upload (see uploadBody.stop) spoils
+// the connection for net/http.
+func (ex *exchange) closeIfUploading() {
+	if ex.uploading.Load() && !ex.body.complete() && ex.r.ProtoMajor == 1 {
+		ex.w.Header().Set("Connection", "close")
+	}
+}
+
+// uploadBody is a request body being read by the upload, which the
+// handler can interrupt.
+type uploadBody struct {
+	r io.Reader
+
+	mu      sync.Mutex
+	reading bool // a Read is in progress
+	eof     bool // a Read reached the end
+	stopped bool
+}
+
+func (b *uploadBody) complete() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.eof
+}
+
+func (b *uploadBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return 0, os.ErrDeadlineExceeded
+	}
+	b.reading = true
+	b.mu.Unlock()
+	n, err := b.r.Read(p)
+	b.mu.Lock()
+	b.reading = false
+	b.eof = err == io.EOF
+	b.mu.Unlock()
+	return n, err
+}
+
+// stop ends the upload: no Read starts after it, and one in progress is
+// interrupted with a read deadline in the past. That deadline also ends
+// net/http's own read of the connection, which then cancels the contexts
+// of any later request on it: the response has said Connection: close
+// (closeIfUploading) so that there is none.
+func (b *uploadBody) stop(rc *http.ResponseController) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.stopped = true
+	if b.reading && !b.eof {
+		rc.SetReadDeadline(time.Now())
+	}
 }
 
 // errNoReceiver means a frame reached no instance: the client's holder is

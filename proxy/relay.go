@@ -28,10 +28,7 @@ type relay struct {
 	clientCredit   int64
 	toClientDone   bool // the visitor's direction ended
 	fromClientDone bool // the client's direction ended
-	// reset is set when the proxy's side ended the stream early: frames
-	// the client sent before it heard are late, not violations.
-	reset  bool
-	active time.Time
+	active         time.Time
 	// WebSocket: bytes of the message in progress from and to the client;
 	// -1 between messages.
 	msgFrom, msgTo int64
@@ -42,29 +39,36 @@ type relayState uint8
 const (
 	awaitingHead relayState = iota
 	open
-	ended // a tombstone: late frames for it are dropped quietly
+	// ended is a tombstone of a stream the proxy's side reset: frames the
+	// client sent before it heard are late, not violations, and are
+	// dropped quietly until sweep removes it. A stream that ends in the
+	// ordinary way leaves nothing behind: the client knows it is over.
+	ended
 )
 
-// end turns r into a tombstone. Caller holds c.mu.
-func (r *relay) end(now time.Time) {
+// finishLocked forgets a stream that is over in the ordinary way. Caller
+// holds c.mu.
+func (c *clientConn) finishLocked(id messages.ID, r *relay) {
 	if r.state != ended {
+		c.live--
+	}
+	delete(c.streams, id)
+}
+
+// abortLocked ends a stream early from the proxy's side, leaving a
+// tombstone. Caller holds c.mu.
+func (c *clientConn) abortLocked(r *relay, now time.Time) {
+	if r.state != ended {
+		c.live--
 		r.state = ended
 		r.active = now
 	}
 }
 
-// abort ends r early from the proxy's side. Caller holds c.mu.
-func (r *relay) abort(now time.Time) {
-	if r.state != ended {
-		r.reset = true
-	}
-	r.end(now)
-}
-
-// finishIfDone ends r once both directions are complete.
-func (r *relay) finishIfDone(now time.Time) {
+// finishIfDoneLocked forgets r once both directions are complete.
+func (c *clientConn) finishIfDoneLocked(id messages.ID, r *relay) {
 	if r.toClientDone && r.fromClientDone {
-		r.end(now)
+		c.finishLocked(id, r)
 	}
 }
 
@@ -179,7 +183,7 @@ func (c *clientConn) fromBus(replyTo string, payloadFrame []byte) {
 			return
 		}
 		r.toClientDone = m.End
-		r.finishIfDone(now)
+		c.finishIfDoneLocked(id, r)
 		c.mu.Unlock()
 		c.out.Data(id, frame, len(m.Data))
 	case *messages.Trailer:
@@ -188,7 +192,7 @@ func (c *clientConn) fromBus(replyTo string, payloadFrame []byte) {
 			return
 		}
 		r.toClientDone = true
-		r.finishIfDone(now)
+		c.finishIfDoneLocked(id, r)
 		c.mu.Unlock()
 		c.out.Data(id, frame, 0)
 	case *messages.WSMessage:
@@ -219,14 +223,14 @@ func (c *clientConn) fromBus(replyTo string, payloadFrame []byte) {
 			c.mu.Unlock()
 			return
 		}
-		r.abort(now) // the client may be sending until it hears
+		c.abortLocked(r, now) // the client may be sending until it hears
 		c.mu.Unlock()
 		c.out.Data(id, frame, 0)
 	case *messages.Error:
 		// The visitor's side gave up (timeout, visitor gone, over a
 		// limit). Keep a tombstone so frames already on their way are
 		// dropped quietly, and tell the client to stop.
-		r.abort(now)
+		c.abortLocked(r, now)
 		c.mu.Unlock()
 		c.out.Forget(id)
 		c.out.Control(frame)
@@ -274,7 +278,7 @@ func (c *clientConn) openStream(replyTo string, id messages.ID, frame []byte, ws
 		c.p.replyError(replyTo, c.holder, id, messages.CodeUnavailable, 0)
 		return
 	}
-	if c.liveLocked() >= c.p.cfg.maxPending {
+	if c.live >= c.p.cfg.maxPending {
 		c.mu.Unlock()
 		c.p.replyError(replyTo, c.holder, id, messages.CodeOverloaded, 0)
 		return
@@ -288,23 +292,13 @@ func (c *clientConn) openStream(replyTo string, id messages.ID, frame []byte, ws
 		msgFrom:      -1,
 		msgTo:        -1,
 	}
+	c.live++
 	c.mu.Unlock()
 	if !c.out.Control(frame) {
 		c.p.metrics.drop(dropClientQueue)
 		c.forget(id)
 		c.p.replyError(replyTo, c.holder, id, messages.CodeOverloaded, 0)
 	}
-}
-
-// liveLocked counts the streams in flight. Caller holds c.mu.
-func (c *clientConn) liveLocked() int {
-	n := 0
-	for _, r := range c.streams {
-		if r.state != ended {
-			n++
-		}
-	}
-	return n
 }
 
 // failStream ends a WebSocket stream from the middle: both ends get a
@@ -331,7 +325,7 @@ func (c *clientConn) resetStream(id messages.ID, replyTo string, code messages.E
 func (c *clientConn) forget(id messages.ID) {
 	c.mu.Lock()
 	if r := c.streams[id]; r != nil {
-		r.abort(time.Now())
+		c.abortLocked(r, time.Now())
 	}
 	c.mu.Unlock()
 }
@@ -339,7 +333,7 @@ func (c *clientConn) forget(id messages.ID) {
 func (c *clientConn) pendingCount() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.liveLocked() + len(c.handedOff)
+	return c.live + len(c.handedOff)
 }
 
 // handle processes one websocket message from the client and reports
@@ -426,21 +420,17 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 	c.mu.Lock()
 	r := c.streams[id]
 	if r != nil && r.state == ended {
-		if _, ok := m.(*messages.Credit); ok || r.reset {
-			// A late frame for a stream that the proxy's side ended,
-			// sent before the client heard of it (or credit nobody needs
-			// any more): drop it.
-			c.mu.Unlock()
-			return true
-		}
-		if _, ok := m.(*messages.Error); ok {
-			c.mu.Unlock()
-			return true
-		}
-		// The client itself finished this stream; it knows better.
+		// A late frame for a stream that the proxy's side reset, sent
+		// before the client heard of it: drop it.
 		c.mu.Unlock()
-		c.violation("message for a stream this connection already finished")
-		return false
+		return true
+	}
+	if _, ok := m.(*messages.Credit); ok && r == nil {
+		// Credit for a stream that is over harms nobody, and it can cross
+		// the stream's end: a local service that answered before reading
+		// the whole request body goes on returning credit for it.
+		c.mu.Unlock()
+		return true
 	}
 	if r == nil || !c.allowed(r, m) {
 		c.mu.Unlock()
@@ -469,7 +459,9 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 		}
 		r.state = open
 		r.fromClientDone = !m.Body
-		r.finishIfDone(now)
+		if bad == "" {
+			c.finishIfDoneLocked(id, r)
+		}
 	case *messages.WSResponse:
 		switch {
 		case !messages.ValidUpgradeStatus(m.Status):
@@ -481,18 +473,20 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 		}
 		if m.Status == 101 {
 			r.state = open
-		} else {
-			r.end(now)
+		} else if bad == "" {
+			c.finishLocked(id, r)
 		}
 	case *messages.Data:
 		r.fromClientDone = m.End
-		r.finishIfDone(now)
+		c.finishIfDoneLocked(id, r)
 	case *messages.Trailer:
 		if messages.ValidateHeader(m.Header) != nil || len(frame) > messages.MaxHead {
 			bad = "invalid trailer"
 		}
 		r.fromClientDone = true
-		r.finishIfDone(now)
+		if bad == "" {
+			c.finishIfDoneLocked(id, r)
+		}
 	case *messages.WSMessage:
 		first = r.msgFrom < 0
 		r.msgFrom = max(r.msgFrom, 0) + int64(len(m.Data))
@@ -501,7 +495,7 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 			r.msgFrom = -1
 		}
 	case *messages.WSTeardown, *messages.Error:
-		r.end(now)
+		c.finishLocked(id, r) // the client ended it: it sends nothing more
 	}
 	gone := c.gone
 	c.mu.Unlock()
@@ -634,7 +628,7 @@ func (c *clientConn) replacedAndIdle() bool {
 	if time.Since(c.replacedAt) > c.p.cfg.Timeout {
 		return true
 	}
-	return c.liveLocked() == 0 && len(c.handedOff) == 0
+	return c.live == 0 && len(c.handedOff) == 0
 }
 
 // goAway tells the client to reconnect elsewhere because this instance is
@@ -688,7 +682,7 @@ func (c *clientConn) sweep(now time.Time) {
 		case r.ws && r.state == open:
 			// A WebSocket may be quiet for as long as both ends like.
 		case now.Sub(r.active) > orphan:
-			r.abort(now)
+			c.abortLocked(r, now)
 			expired = append(expired, lost{id, r.replyTo})
 		}
 	}

@@ -59,13 +59,13 @@ func (p *Proxy) serveWebSocket(w http.ResponseWriter, r *http.Request, label str
 		publicError(w, status)
 		return
 	}
-	m, err := nextWithin(r.Context(), vs.Stream, p.cfg.Timeout)
+	m, err := vs.NextWithin(r.Context(), p.cfg.Timeout)
 	if err != nil {
 		var reset *stream.ResetError
 		switch {
 		case r.Context().Err() != nil:
 			vs.Reset(messages.CodeCanceled, "visitor went away")
-		case errors.Is(err, errIdle):
+		case errors.Is(err, stream.ErrIdle):
 			vs.Reset(messages.CodeCanceled, "timed out")
 			publicError(w, http.StatusGatewayTimeout)
 		case errors.As(err, &reset):

@@ -83,6 +83,7 @@ type Stream struct {
 	err         error
 	credit      int
 
+	timer    *time.Timer   // NextWithin's, reused: the consumer's alone
 	arrived  chan struct{} // cap 1: something was received
 	creditCh chan struct{} // cap 1: credit arrived
 	done     chan struct{} // closed on reset
@@ -223,6 +224,42 @@ func (s *Stream) Next(ctx context.Context) (messages.Message, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+	}
+}
+
+// ErrIdle is returned by NextWithin when the stream saw no frame in either
+// direction for the time allowed.
+var ErrIdle = errors.New("stream: idle")
+
+// NextWithin is Next, giving up with ErrIdle once the stream has seen no
+// frame either way (received data, credit or a frame this side sent) for
+// limit. Only the consumer calls it.
+func (s *Stream) NextWithin(ctx context.Context, limit time.Duration) (messages.Message, error) {
+	for {
+		s.mu.Lock()
+		ready := s.err != nil || len(s.in) > 0 || s.ended
+		s.mu.Unlock()
+		if ready {
+			return s.Next(ctx)
+		}
+		wait := time.Until(s.LastActive().Add(limit))
+		if wait <= 0 {
+			return nil, ErrIdle
+		}
+		if s.timer == nil {
+			s.timer = time.NewTimer(wait)
+		} else {
+			s.timer.Reset(wait)
+		}
+		select {
+		case <-s.arrived:
+		case <-s.done:
+		case <-s.timer.C:
+		case <-ctx.Done():
+			s.timer.Stop()
+			return nil, ctx.Err()
+		}
+		s.timer.Stop()
 	}
 }
 
@@ -373,6 +410,9 @@ func (s *Stream) Done() <-chan struct{} { return s.done }
 // Close releases the stream's share of its budget. The stream must not be
 // used for receiving afterwards.
 func (s *Stream) Close() {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
 	s.mu.Lock()
 	grown := s.grown
 	s.grown = 0
