@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,9 +28,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// frpScenarios are the scenarios that measure frp when it is given.
+var frpScenarios = map[string]bool{"S1": true, "S2": true, "S3": true, "S6": true, "S7": true, "S8": true}
+
 // TestQuickRun runs the whole harness once in --quick mode. It proves the
 // harness works: every scenario produced a table and every figure is a
-// sane number. It asserts no speed.
+// sane number. It asserts no speed. frp is measured too when
+// KEYHOLE_BENCH_FRP names a directory with frps and frpc.
 func TestQuickRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -56,12 +61,20 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("report lacks %q", s)
 		}
 	}
+	withFrp := os.Getenv(frpEnv) != ""
+	if got := slices.Contains(rep.modes, modeFrp); got != withFrp {
+		t.Errorf("frp measured: %v, want %v (%s=%q)", got, withFrp, frpEnv, os.Getenv(frpEnv))
+	}
 	for _, f := range rep.figs {
-		// Figures compared with direct have a direct value; the rest
-		// exist only for tunnels.
-		modes := rep.modes[1:]
-		if f.vsDirect {
-			modes = rep.modes
+		// Every figure has a value for each keyhole tunnel; figures
+		// compared with direct have a direct value too, and the
+		// scenarios frp runs in have an frp value.
+		var modes []string
+		for _, m := range rep.modes {
+			if (m == modeDirect && !f.vsDirect) || (m == modeFrp && !frpScenarios[f.scenario]) {
+				continue
+			}
+			modes = append(modes, m)
 		}
 		for _, m := range modes {
 			if len(f.vals[m]) != o.rounds {
@@ -74,11 +87,31 @@ func TestQuickRun(t *testing.T) {
 			}
 		}
 	}
-	for _, m := range rep.modes[1:] {
+	for _, m := range slices.DeleteFunc(slices.Clone(rep.modes), func(m string) bool { return !isKeyhole(m) }) {
 		for _, f := range rep.figs {
 			if f.scenario == "S4" && f.name == "sample reachable" && f.get(m, 0) != 100 {
 				t.Errorf("S4, %s: %v%% of the sampled hostnames answered", m, f.get(m, 0))
 			}
+		}
+	}
+	// With frp, the figures frp is measured in are compared with it.
+	for _, f := range rep.figs {
+		if withFrp && frpScenarios[f.scenario] && f.checked && !f.vsFrp {
+			t.Errorf("%s %q: not compared with frp", f.scenario, f.name)
+		}
+		if withFrp && f.vsFrp && f.checked && len(f.frpRatios(modeMemory)) != o.rounds {
+			t.Errorf("%s %q: %d keyhole/frp ratios, want %d", f.scenario, f.name, len(f.frpRatios(modeMemory)), o.rounds)
+		}
+	}
+	for _, sc := range []string{"S6", "S7", "S8"} {
+		if !slices.ContainsFunc(rep.figs, func(f *figure) bool { return f.scenario == sc }) {
+			t.Errorf("no figures for %s", sc)
+		}
+	}
+	// A stalled stream must stall only itself and move again once read.
+	for _, n := range rep.notes {
+		if strings.Contains(n, "did not resume") || strings.Contains(n, "still writing the stalled stream") {
+			t.Errorf("note: %s", n)
 		}
 	}
 	// Every child was stopped.

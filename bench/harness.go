@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,10 @@ type harness struct {
 	redis   string // redis://127.0.0.1:PORT/0, or ""
 	tunnels []*tunnel
 	keys    int // key files made so far
+
+	frp        *frpBins // nil: frp is not measured
+	frpPeer    *frpPeer // the long-lived frps and frpc
+	frpConfigs int      // frp config directories made so far
 }
 
 // tunnel is a long-lived proxy with one ordinary client process.
@@ -82,10 +87,11 @@ func runHarness(ctx context.Context, o options, log io.Writer) (rep *report, err
 	}
 	for round := range o.rounds {
 		for _, sc := range []struct {
-			id  string
+			ids []string
 			run func(context.Context, int) error
-		}{{"S1", h.s1}, {"S2", h.s2}, {"S3", h.s3}, {"S5", h.s5}, {"S4", h.s4}} {
-			if !o.scenarios[sc.id] {
+		}{{[]string{"S1"}, h.s1}, {[]string{"S2"}, h.s2}, {[]string{"S3"}, h.s3}, {[]string{"S6"}, h.s6},
+			{[]string{"S7", "S8"}, h.s7s8}, {[]string{"S5"}, h.s5}, {[]string{"S4"}, h.s4}} {
+			if !slices.ContainsFunc(sc.ids, func(id string) bool { return o.scenarios[id] }) {
 				continue
 			}
 			if err := sc.run(ctx, round); err != nil {
@@ -150,8 +156,8 @@ func (h *harness) setup(ctx context.Context) error {
 		}
 	}
 	r.fact("load generator", fmt.Sprintf("%s for HTTP; the Go generator for WebSockets and checks", h.http.name()))
-	r.fact("settings", fmt.Sprintf("%d round(s), %v per measured load after a %v Go warm-up; client processes at --log-level %s; proxy at its defaults (500KB max body, info logs)",
-		h.o.rounds, h.o.duration, h.o.warmup, h.o.logLevel))
+	r.fact("settings", fmt.Sprintf("%d round(s), %v per measured load after a %v Go warm-up; client processes at --log-level %s; proxy at its defaults (500KB max body, info logs) but in S7 and S8 (fresh proxies with --max-body 0); S6 %d events %v apart; S7 and S8 bodies of %v",
+		h.o.rounds, h.o.duration, h.o.warmup, h.o.logLevel, h.o.s6Events, h.o.s6Interval, h.o.bulkSize))
 
 	if err := h.startOrigin(ctx); err != nil {
 		return err
@@ -163,6 +169,31 @@ func (h *harness) setup(ctx context.Context) error {
 	if err := h.setupRedis(ctx); err != nil {
 		return err
 	}
+	return h.setupFrp(ctx)
+}
+
+// setupFrp starts the long-lived frps and frpc when --frp (or its
+// environment variable) names their directory.
+func (h *harness) setupFrp(ctx context.Context) error {
+	if h.o.frpDir == "" {
+		h.rep.note("frp not measured: no --frp directory (nor %s).", frpEnv)
+		return nil
+	}
+	b, err := findFrp(ctx, h.o.frpDir)
+	if err != nil {
+		return err
+	}
+	h.frp = b
+	h.rep.fact("frp", fmt.Sprintf("frps and frpc %s from `%s` (built separately from frp's public source), HTTP vhost mode, "+
+		"plain TCP between frpc and frps (transport.tls.enable = false, as keyhole's client speaks ws:// here), token auth, log level warn, other settings at frp's defaults; "+
+		"requests carry Host: %s", b.version, filepath.Dir(b.frps), frpHost))
+	peer, err := h.startFrp(ctx, "frp")
+	if err != nil {
+		return err
+	}
+	h.frpPeer = peer
+	h.rep.modes = append(h.rep.modes, modeFrp)
+	h.logf("frp: frps (pid %d) vhost on %s, frpc pid %d", peer.frps.pid, peer.vhost, peer.frpc.pid)
 	return nil
 }
 
@@ -379,14 +410,27 @@ func (h *harness) addTunnel(ctx context.Context, mode, busURL string) error {
 	return nil
 }
 
-// targets lists direct first, then every tunnel: the interleaving order.
+// targets lists direct first, then every tunnel, then frp when it is
+// measured: the interleaving order.
 func (h *harness) targets() []target {
-	ts := []target{{mode: modeDirect, addr: h.origin, cpu: map[string][]*proc{"origin": {h.originP}}}}
+	ts := []target{h.directTarget()}
 	for _, t := range h.tunnels {
-		ts = append(ts, target{mode: t.mode, addr: t.addr, host: t.host,
-			cpu: map[string][]*proc{"proxy": {t.proxy}, "client": {t.client}, "origin": {h.originP}}})
+		ts = append(ts, t.target(h.originP))
+	}
+	if h.frpPeer != nil {
+		ts = append(ts, h.frpPeer.target(h.originP))
 	}
 	return ts
+}
+
+func (h *harness) directTarget() target {
+	return target{mode: modeDirect, addr: h.origin, cpu: map[string][]*proc{"origin": {h.originP}}}
+}
+
+// target is where loads through t go.
+func (t *tunnel) target(origin *proc) target {
+	return target{mode: t.mode, addr: t.addr, host: t.host,
+		cpu: map[string][]*proc{"proxy": {t.proxy}, "client": {t.client}, "origin": {origin}}}
 }
 
 // hasFlag reports whether a command's --help output lists flag name.

@@ -14,20 +14,28 @@
 // wrk when it is installed, else from the harness's own closed-loop Go load
 // generator; WebSocket load always comes from the Go generator.
 //
-// Scenarios, each run direct, through a tunnel on the in-memory bus, and
+// Scenarios, each run direct, through a tunnel on the in-memory bus,
 // through a tunnel on the Redis bus (when redis-server is installed and the
-// proxy has a --bus flag), interleaved, for --rounds rounds:
+// proxy has a --bus flag) and, with --frp, through frp's HTTP mode,
+// interleaved, for --rounds rounds:
 //
 //	S1  small GET (1 KiB): latency at concurrency 1, req/s at 64
 //	S2  400 KiB GET and POST at concurrency 16: MB/s
 //	S3  WebSocket echo, 1 KiB messages on 64 streams: messages/s, round trip
 //	S4  many idle clients on one proxy: RSS per client, registrations/s
 //	S5  load spread over many clients at concurrency 64, against S1
+//	S6  Server-Sent Events: latency from the origin's write to the read
+//	S7  one 100 MB download and upload: MB/s, peak RSS of proxy and client
+//	S8  a fast download beside a stalled reader on the same tunnel
+//
+// frp is not part of keyhole: --frp names a directory holding frps and
+// frpc built separately from frp's public source, and the harness only
+// runs them.
 //
 // The report is Markdown on stdout (and in --out): median, min and max of
-// each figure over the rounds, and the tunnel/direct ratio computed round
-// by round. Progress goes to stderr. Every child process is stopped by PID
-// when the run ends or is interrupted.
+// each figure over the rounds, and the tunnel/direct (and keyhole/frp)
+// ratios computed round by round. Progress goes to stderr. Every child
+// process is stopped by PID when the run ends or is interrupted.
 package main
 
 import (

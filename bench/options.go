@@ -5,9 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/keyhole-tunnel/keyhole/limiter"
 )
 
 // options is the parsed command line.
@@ -25,6 +28,16 @@ type options struct {
 	logLevel  string // of the client processes
 	out       string
 
+	// s6Events SSE events, s6Interval apart, per S6 measurement.
+	s6Events   int
+	s6Interval time.Duration
+	// bulkSize is the body of S7's download and upload and of S8's fast
+	// download.
+	bulkSize limiter.Size
+	// frpDir holds frps and frpc, built separately from frp's public
+	// source; "" leaves frp out.
+	frpDir string
+
 	// cpuprofile, a hidden debug flag, is a directory for the proxies' CPU
 	// profiles when cmd/proxy has a --cpuprofile flag.
 	cpuprofile string
@@ -36,25 +49,32 @@ type options struct {
 }
 
 // allScenarios in report order.
-var allScenarios = []string{"S1", "S2", "S3", "S4", "S5"}
+var allScenarios = []string{"S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"}
 
 // hiddenFlags are left out of --help.
 var hiddenFlags = map[string]bool{"cpuprofile": true, "proxy-bin": true, "client-bin": true}
 
+// frpEnv names frp's directory when --frp is not given.
+const frpEnv = "KEYHOLE_BENCH_FRP"
+
 func parseOptions(args []string, stderr io.Writer) (options, error) {
-	o := options{args: args, redis: redisAuto}
+	o := options{args: args, redis: redisAuto, bulkSize: 100 * 1000 * 1000}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.rounds, "rounds", 3, "interleaved `rounds` of every scenario")
 	fs.DurationVar(&o.duration, "duration", 2*time.Second, "length of each measured load")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "Go warm-up load before each measured load (0 = none)")
-	fs.BoolVar(&o.quick, "quick", false, "every scenario for about a second, 1 round, S4 with 50 clients\nand S5 with 10 (flags given explicitly still win)")
+	fs.BoolVar(&o.quick, "quick", false, "every scenario for about a second, 1 round, S4 with 50 clients,\nS5 with 10, S6 with 20 events, S7 and S8 with 16MB (flags given\nexplicitly still win)")
 	fs.Var(&o.redis, "redis", "tunnel on the Redis bus too: auto (when redis-server is on PATH),\ntrue (fail without it) or false")
 	fs.StringVar(&o.loadgen, "loadgen", "auto", "HTTP load generator: auto (wrk when installed), wrk or go")
 	only := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated `list` of scenarios to run")
 	fs.IntVar(&o.s4Clients, "s4-clients", 1000, "idle clients registered on one proxy in S4")
 	fs.IntVar(&o.s4Sample, "s4-sample", 50, "S4 hostnames checked with a request after registering (0 = all)")
 	fs.IntVar(&o.s5Clients, "s5-clients", 100, "clients the S5 load is spread over")
+	fs.IntVar(&o.s6Events, "s6-events", 50, "Server-Sent Events per S6 measurement")
+	fs.DurationVar(&o.s6Interval, "s6-interval", 20*time.Millisecond, "time between two S6 events")
+	fs.Var(&o.bulkSize, "bulk-size", "`size` of S7's download and upload and of S8's fast download, like\n100MB or 1GiB; 16MB with --quick")
+	fs.StringVar(&o.frpDir, "frp", "", "`directory` holding frp's frps and frpc, to measure frp's HTTP mode\nbeside keyhole (S1, S2, S3, S6, S7, S8). frp is not part of keyhole:\nits binaries are built separately from frp's public source. Default:\nthe environment variable "+frpEnv+"; neither: no frp")
 	fs.StringVar(&o.logLevel, "client-log-level", "info", "--log-level of the client processes (info logs one line per request,\nas users run it)")
 	fs.StringVar(&o.out, "out", "", "also write the report to `file`")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "directory for the proxies' CPU profiles, if cmd/proxy supports --cpuprofile")
@@ -94,12 +114,17 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 			"s4-clients": func() { o.s4Clients = 50 },
 			"s4-sample":  func() { o.s4Sample = 20 },
 			"s5-clients": func() { o.s5Clients = 10 },
+			"s6-events":  func() { o.s6Events = 20 },
+			"bulk-size":  func() { o.bulkSize = 16 * 1000 * 1000 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
 				apply()
 			}
 		}
+	}
+	if o.frpDir == "" {
+		o.frpDir = os.Getenv(frpEnv)
 	}
 	o.scenarios = map[string]bool{}
 	for _, s := range strings.Split(*only, ",") {
@@ -127,6 +152,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--s4-sample must not be negative")
 	case o.s5Clients < 1 || o.s5Clients > 10000:
 		return o, errors.New("--s5-clients must be between 1 and 10000")
+	case o.s6Events < 1 || o.s6Events > 100000:
+		return o, errors.New("--s6-events must be between 1 and 100000")
+	case o.s6Interval < time.Millisecond || o.s6Interval > 10*time.Second:
+		return o, errors.New("--s6-interval must be between 1ms and 10s")
+	case o.bulkSize < 1<<20 || o.bulkSize > 100<<30:
+		return o, errors.New("--bulk-size must be between 1MiB and 100GiB")
 	case len(o.scenarios) == 0:
 		return o, errors.New("--scenarios names no scenario")
 	}

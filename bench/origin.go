@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -28,6 +31,60 @@ var (
 	largeBody = pattern(largeSize)
 )
 
+// bulkChunk is the largest piece of the pattern written or checked at
+// once: bulk bodies of any size come from one buffer of this size.
+const bulkChunk = 64 << 10
+
+// bulkBuf holds the pattern from every phase: the pattern at offset off
+// starts at bulkBuf[off%26].
+var bulkBuf = pattern(bulkChunk + 26)
+
+// patternAt returns the pattern from offset off on, at most n bytes and at
+// most bulkChunk, without allocating.
+func patternAt(off, n int64) []byte {
+	s := off % 26
+	return bulkBuf[s : s+min(n, bulkChunk)]
+}
+
+// patternReader reads n bytes of the pattern, from the fixed buffer.
+type patternReader struct{ off, n int64 }
+
+func (r *patternReader) Read(p []byte) (int, error) {
+	if r.off >= r.n {
+		return 0, io.EOF
+	}
+	total := 0
+	for len(p) > 0 && r.off < r.n {
+		c := copy(p, patternAt(r.off, r.n-r.off))
+		p = p[c:]
+		r.off += int64(c)
+		total += c
+	}
+	return total, nil
+}
+
+// patternWriter checks that what is written to it is the pattern, and
+// counts it.
+type patternWriter struct{ off int64 }
+
+func (w *patternWriter) Write(p []byte) (int, error) {
+	total := 0
+	for len(p) > 0 {
+		want := patternAt(w.off, int64(len(p)))
+		if !bytes.Equal(p[:len(want)], want) {
+			for i := range want {
+				if p[i] != want[i] {
+					return total + i, fmt.Errorf("body differs from the pattern at byte %d", w.off+int64(i))
+				}
+			}
+		}
+		p = p[len(want):]
+		w.off += int64(len(want))
+		total += len(want)
+	}
+	return total, nil
+}
+
 func pattern(n int) []byte {
 	b := make([]byte, n)
 	for i := range b {
@@ -44,6 +101,16 @@ func pattern(n int) []byte {
 //	GET  /large   400 KiB
 //	POST /upload  reads the body, answers its length in decimal
 //	     /ws      WebSocket echo: every message back, same type
+//	GET  /sse?n=N&interval=D
+//	              N Server-Sent Events, D apart, each carrying the
+//	              wall-clock time (Unix ns) at which it was written
+//	GET  /bulk?size=N[&id=ID]
+//	              N bytes of the pattern, streamed from one fixed buffer; with
+//	              an id, the bytes written so far are kept for /progress
+//	POST /bulk    reads the body, checks it is the pattern, answers its
+//	              length in decimal
+//	GET  /progress?id=ID
+//	              bytes written so far by the GET /bulk with that id
 func originMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench origin", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -97,6 +164,79 @@ func originHandler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, strconv.FormatInt(n, 10))
+	})
+	var progress sync.Map // id → *atomic.Int64
+	mux.HandleFunc("GET /sse", func(w http.ResponseWriter, r *http.Request) {
+		n, err1 := strconv.Atoi(r.URL.Query().Get("n"))
+		interval, err2 := time.ParseDuration(r.URL.Query().Get("interval"))
+		if err1 != nil || err2 != nil || n < 1 || interval <= 0 {
+			http.Error(w, "want n=COUNT&interval=DURATION", http.StatusBadRequest)
+			return
+		}
+		flusher, ok := w.(http.Flusher)
+		if !ok {
+			http.Error(w, "cannot flush", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.WriteHeader(http.StatusOK)
+		flusher.Flush()
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for i := range n {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+			}
+			// Wall-clock time, not monotonic: the reader is another
+			// process on the same machine.
+			if _, err := fmt.Fprintf(w, "id: %d\ndata: %d\n\n", i, time.Now().UnixNano()); err != nil {
+				return
+			}
+			flusher.Flush()
+		}
+	})
+	mux.HandleFunc("GET /bulk", func(w http.ResponseWriter, r *http.Request) {
+		size, err := strconv.ParseInt(r.URL.Query().Get("size"), 10, 64)
+		if err != nil || size < 0 {
+			http.Error(w, "want size=BYTES", http.StatusBadRequest)
+			return
+		}
+		written := new(atomic.Int64)
+		if id := r.URL.Query().Get("id"); id != "" {
+			progress.Store(id, written)
+			defer progress.Delete(id)
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		for off := int64(0); off < size; {
+			n, err := w.Write(patternAt(off, size-off))
+			off += int64(n)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+	mux.HandleFunc("POST /bulk", func(w http.ResponseWriter, r *http.Request) {
+		pw := &patternWriter{}
+		if _, err := io.CopyBuffer(pw, r.Body, make([]byte, bulkChunk)); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, strconv.FormatInt(pw.off, 10))
+	})
+	mux.HandleFunc("GET /progress", func(w http.ResponseWriter, r *http.Request) {
+		v, ok := progress.Load(r.URL.Query().Get("id"))
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, strconv.FormatInt(v.(*atomic.Int64).Load(), 10))
 	})
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		// The tunnel passes the public Host on; the bench sends no

@@ -85,6 +85,7 @@ func (h *harness) recordCPU(sc, what, per string, mode string, round int, res *l
 		}
 		f := h.rep.fig(sc, fmt.Sprintf("%s %s CPU", what, role), "µs per "+per)
 		f.checked = false // whole clock ticks: a short run may round to 0
+		f.vsFrp = true
 		v := math.NaN()
 		if res != nil {
 			v = res.cpuPerOp(role)
@@ -118,8 +119,9 @@ func (h *harness) s1(ctx context.Context, round int) error {
 	tput := r.fig("S1", "c=64 throughput", "req/s")
 	hi50, hi99 := r.fig("S1", "c=64 p50", "µs"), r.fig("S1", "c=64 p99", "µs")
 	for _, f := range []*figure{lat50, lat99, tput, hi50, hi99} {
-		f.vsDirect = true
+		f.vsDirect, f.vsFrp = true, true
 	}
+	added.vsFrp = true
 	added.checked = false // may come out negative on a noisy machine
 	for _, t := range h.targets() {
 		res, err := h.measureHTTP(ctx, h.label("S1", "c=1", t.mode, round), h.httpLoadFor(t, "GET", "/small", nil, 1, smallSize), smallBody, t.cpu)
@@ -149,7 +151,9 @@ func (h *harness) s1(ctx context.Context, round int) error {
 func (h *harness) s2(ctx context.Context, round int) error {
 	r := h.rep
 	get, post := r.fig("S2", "GET 400 KiB", "MB/s"), r.fig("S2", "POST 400 KiB", "MB/s")
-	get.vsDirect, post.vsDirect = true, true
+	for _, f := range []*figure{get, post} {
+		f.vsDirect, f.vsFrp = true, true
+	}
 	mbps := func(res *loadResult) float64 { return res.rate() * largeSize / 1e6 }
 	for _, t := range h.targets() {
 		res, err := h.measureHTTP(ctx, h.label("S2", "GET", t.mode, round), h.httpLoadFor(t, "GET", "/large", nil, s2Conc, largeSize), largeBody, t.cpu)
@@ -177,7 +181,7 @@ func (h *harness) s3(ctx context.Context, round int) error {
 	tput := r.fig("S3", "throughput", "messages/s")
 	rt50, rt99 := r.fig("S3", "round trip p50", "µs"), r.fig("S3", "round trip p99", "µs")
 	for _, f := range []*figure{tput, rt50, rt99} {
-		f.vsDirect = true
+		f.vsDirect, f.vsFrp = true, true
 	}
 	for _, t := range h.targets() {
 		label := h.label("S3", "echo", t.mode, round)
