@@ -59,7 +59,9 @@ type Config struct {
 	// to keep within it too. Default 16MiB.
 	ConnWindowBudget limiter.Size
 	// WindowBudget bounds the window growth of every stream on this
-	// instance together. Default 64MiB.
+	// instance together. Default 24MiB: with a Redis bus, what one
+	// instance has granted can sit in its pub/sub connection's output
+	// buffer, which Redis cuts off at 32MB by default.
 	WindowBudget limiter.Size
 	// Rate and Burst limit requests and WebSocket messages per second on
 	// each client connection. Rate 0 means no limit. Burst defaults to
@@ -114,7 +116,7 @@ const (
 	defaultMaxBody          = 500 * 1000
 	defaultMaxWindow        = 8 << 20
 	defaultConnWindowBudget = 16 << 20
-	defaultWindowBudget     = 64 << 20
+	defaultWindowBudget     = 24 << 20
 	defaultPing             = 10 * time.Second
 	// defaultRegistrationTimeout bounds the whole registration handshake.
 	defaultRegistrationTimeout = 10 * time.Second

@@ -54,7 +54,7 @@ type options struct {
 }
 
 func newFlags() (*flag.FlagSet, *options) {
-	o := &options{maxBody: 500 * 1000, minBodyRate: 1000, maxWindow: 8 << 20, windowBudget: 64 << 20, connBudget: 16 << 20}
+	o := &options{maxBody: 500 * 1000, minBodyRate: 1000, maxWindow: 8 << 20, windowBudget: 24 << 20, connBudget: 16 << 20}
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	fs.StringVar(&o.listen, "listen", ":8080", "public `address` for HTTP and for client connections")
 	fs.StringVar(&o.domain, "domain", "localhost", "apex `domain`; tunnels are served at <hostname>.<domain>")
@@ -65,7 +65,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.Var(&o.maxBody, "max-body", "largest whole request body (413), response body (502, or the transfer\naborted) and WebSocket message (1009): a `size` like 500KB or 2MiB\n(KB = 1000 bytes, KiB = 1024); 0 = no cap. Bodies stream whatever\ntheir size; every frame stays capped at 500KB")
 	fs.Var(&o.maxWindow, "max-window", "largest flow-control window one stream may grow to: a `size`. A stream's\nspeed is at most its window per round trip")
 	fs.Var(&o.connBudget, "conn-window-budget", "memory `size` the windows of one client connection's streams may grow\ninto, together")
-	fs.Var(&o.windowBudget, "window-budget", "memory `size` the windows of all streams on this instance may grow\ninto, together")
+	fs.Var(&o.windowBudget, "window-budget", "memory `size` the windows of all streams on this instance may grow\ninto, together; with --bus redis keep it below Redis's pub/sub output\nbuffer limit (32MB by default)")
 	fs.Float64Var(&o.rate, "rate", 0, "requests and WebSocket messages per second allowed on each client connection\n(0 = no limit); over it, the public gets 429 with Retry-After")
 	fs.IntVar(&o.burst, "burst", 0, "burst allowed above --rate (default twice the rate)")
 	fs.DurationVar(&o.ping, "ping", 10*time.Second, "ping interval on idle client connections; a client silent for\ntwice this long is dropped")

@@ -79,6 +79,7 @@ type Stream struct {
 	outstanding int // credit the peer still has
 	unacked     int // consumed, not yet returned as credit
 	starved     bool
+	lastCredit  time.Time // when credit last went out
 	ended       bool // the peer's direction is complete
 	err         error
 	credit      int
@@ -281,7 +282,14 @@ func (s *Stream) Consumed(n int) {
 		return
 	}
 	inc := s.unacked
-	if s.starved && s.window < s.maxWindow {
+	now := time.Now()
+	// Grow when the window limits the stream: its sender ran out of
+	// credit while the consumer kept up (a long path: credit takes a round
+	// trip), or credit is due again so soon that the window is gone in a
+	// moment (a fast path: every Credit is one more frame to carry, and a
+	// bigger window needs fewer).
+	fast := now.Sub(s.lastCredit) < fastCredit && s.buffered < s.window/2
+	if (s.starved || fast) && s.window < s.maxWindow {
 		grow := min(s.window, s.maxWindow-s.window)
 		if s.budget.TryTake(grow) {
 			s.window += grow
@@ -290,11 +298,16 @@ func (s *Stream) Consumed(n int) {
 		}
 	}
 	s.starved = false
+	s.lastCredit = now
 	s.unacked = 0
 	s.outstanding += inc
 	s.mu.Unlock()
 	s.Send(&messages.Credit{ID: s.id, Increment: uint32(inc)})
 }
+
+// fastCredit is how soon after the last credit a quarter of the window
+// must be consumed for the window to count as too small.
+const fastCredit = time.Millisecond
 
 // Grant gives the peer the window's credit at once: the first credit of a
 // stream made with NoInitialCredit. It does nothing on any other stream.
