@@ -23,6 +23,9 @@ const (
 	// resets) waiting to be written to the proxy; data is bounded by the
 	// streams' credit.
 	maxControlQueue = 4 << 20
+	// maxConnWindow caps the growth of the connection's window: data
+	// from the proxy is handed to its stream as soon as it is read.
+	maxConnWindow = 16 << 20
 	// defaultMaxConcurrent bounds the requests and streams served at once on one
 	// connection; more are answered with CodeOverloaded.
 	defaultMaxConcurrent = 1024
@@ -67,7 +70,7 @@ type task struct {
 func (r *runner) newSession() *session {
 	return &session{r: r, log: r.log, started: time.Now(),
 		out:   stream.NewWriter(messages.InitialConnWindow, maxControlQueue),
-		in:    stream.NewConnWindow(messages.InitialConnWindow),
+		in:    stream.NewConnWindow(messages.InitialConnWindow, maxConnWindow),
 		slots: make(chan struct{}, r.maxConcurrent), tasks: make(map[messages.ID]*task)}
 }
 

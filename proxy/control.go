@@ -63,6 +63,11 @@ type clientConn struct {
 	successor  string                 // the holder that replaced this one, when known
 }
 
+// maxConnWindow caps the growth of a client connection's window. The
+// data it covers is never held here: the holder passes each frame on as it
+// reads it.
+const maxConnWindow = 16 << 20
+
 // maxControlQueue bounds the control frames (heads, credit, resets) waiting
 // to be written to one client. A client that reads nothing fills it, and
 // new requests for it then get 503.
@@ -98,7 +103,7 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		label:   label,
 		rate:    limiter.NewRate(p.cfg.Rate, p.cfg.Burst),
 		out:     stream.NewWriter(messages.InitialConnWindow, maxControlQueue),
-		in:      stream.NewConnWindow(messages.InitialConnWindow),
+		in:      stream.NewConnWindow(messages.InitialConnWindow, maxConnWindow),
 		closing: make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		streams: make(map[messages.ID]*relay),

@@ -3,6 +3,7 @@ package stream
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Budget bounds the receive windows granted beyond their initial size,
@@ -55,16 +56,24 @@ func (b *Budget) Used() int64 {
 // read path: a receiver returns it once a frame has left that path (handed
 // to its stream's queue, which its own window bounds, or relayed on), so a
 // stalled stream never holds the connection's credit.
+//
+// Like a stream's, the window grows (up to max) while credit is due again
+// within fastCredit: under load every credit round trip through the two
+// sides' goroutines takes a while, and a small window then throttles every
+// stream of the connection at once.
 type ConnWindow struct {
 	mu          sync.Mutex
 	window      int
+	max         int
 	outstanding int // credit the peer still has
 	unacked     int // bytes passed on but not yet returned as credit
+	lastCredit  time.Time
 }
 
-// NewConnWindow returns a connection window of window bytes.
-func NewConnWindow(window int) *ConnWindow {
-	return &ConnWindow{window: window, outstanding: window}
+// NewConnWindow returns a connection window of window bytes that may grow
+// to max.
+func NewConnWindow(window, max int) *ConnWindow {
+	return &ConnWindow{window: window, max: max, outstanding: window}
 }
 
 // Received accounts for n data bytes from the peer and reports false if
@@ -90,6 +99,13 @@ func (c *ConnWindow) Passed(n int) uint32 {
 		return 0
 	}
 	inc := c.unacked
+	now := time.Now()
+	if now.Sub(c.lastCredit) < fastCredit && c.window < c.max {
+		grow := min(c.window, c.max-c.window)
+		c.window += grow
+		inc += grow
+	}
+	c.lastCredit = now
 	c.unacked = 0
 	c.outstanding += inc
 	return uint32(inc)
