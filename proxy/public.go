@@ -69,10 +69,11 @@ type exchange struct {
 	// reset.
 	respDone bool
 
-	upload    sync.WaitGroup
-	uploading atomic.Bool
-	body      *uploadBody
-	uploadErr atomic.Pointer[error] // why the request body failed, set before the stream is reset
+	upload     sync.WaitGroup
+	uploading  atomic.Bool
+	body       *uploadBody
+	uploadDone chan struct{}         // closed when the upload has stopped
+	uploadErr  atomic.Pointer[error] // why the request body failed, set before the stream is reset
 }
 
 // forwardHTTP returns the status written (499 when the visitor left first)
@@ -290,7 +291,18 @@ func trailerNames(h http.Header) map[string]bool {
 func (ex *exchange) failBeforeHead(err error) int {
 	vs, w := ex.vs, ex.w
 	ex.closeIfUploading()
+	if ex.r.Context().Err() != nil && ex.uploading.Load() {
+		// A read deadline that ends the body's upload also cancels the
+		// request's context, inside that very read: the upload says why
+		// in a moment.
+		select {
+		case <-ex.uploadDone:
+		case <-time.After(time.Second):
+		}
+	}
 	if up := ex.uploadErr.Load(); up != nil {
+		// The rest of the body cannot be read as the next request.
+		w.Header().Set("Connection", "close")
 		switch {
 		case errors.Is(*up, limiter.ErrTooLarge):
 			return publicError(w, http.StatusRequestEntityTooLarge)
@@ -327,8 +339,10 @@ func (ex *exchange) startUpload() {
 	ex.upload.Add(1)
 	ex.uploading.Store(true)
 	ex.body = &uploadBody{r: r.Body}
+	ex.uploadDone = make(chan struct{})
 	go func() {
 		defer ex.upload.Done()
+		defer close(ex.uploadDone)
 		defer ex.uploading.Store(false)
 		start := time.Now()
 		var received int64

@@ -72,7 +72,8 @@ func SendBody(ctx context.Context, s *Stream, r io.Reader, o BodyOptions) (int64
 				return sent, limiter.ErrTooLarge
 			}
 			sent += int64(m)
-			last := rerr == io.EOF || (o.Length > 0 && sent == o.Length)
+			short := rerr == io.EOF && o.Length > 0 && sent < o.Length
+			last := !short && (rerr == io.EOF || (o.Length > 0 && sent == o.Length))
 			if last && o.Trailer == nil {
 				return sent, s.SendData(&messages.Data{ID: s.id, End: true, Data: (*buf)[:m]}, m)
 			}

@@ -79,8 +79,9 @@ type Stream struct {
 	outstanding int // credit the peer still has
 	unacked     int // consumed, not yet returned as credit
 	starved     bool
+	ungranted   bool      // made with NoInitialCredit, Grant not yet called
 	lastCredit  time.Time // when credit last went out
-	ended       bool // the peer's direction is complete
+	ended       bool      // the peer's direction is complete
 	err         error
 	credit      int
 
@@ -110,6 +111,7 @@ func New(id messages.ID, out Sender, cfg Config) *Stream {
 	}
 	if cfg.NoInitialCredit {
 		s.outstanding = 0
+		s.ungranted = true
 	}
 	s.touch()
 	return s
@@ -313,11 +315,12 @@ const fastCredit = time.Millisecond
 // stream made with NoInitialCredit. It does nothing on any other stream.
 func (s *Stream) Grant() {
 	s.mu.Lock()
-	n := s.window - s.outstanding - s.buffered - s.unacked
-	if s.err != nil || n <= 0 {
+	n := s.window
+	if s.err != nil || !s.ungranted {
 		s.mu.Unlock()
 		return
 	}
+	s.ungranted = false
 	s.outstanding += n
 	s.mu.Unlock()
 	s.Send(&messages.Credit{ID: s.id, Increment: uint32(n)})

@@ -50,7 +50,10 @@ func PumpWebSocket(ctx context.Context, conn *websocket.Conn, s *Stream, o WSOpt
 		readLimit = -1
 	}
 	conn.SetReadLimit(readLimit)
-	rctx, rcancel := context.WithCancel(ctx)
+	// Reads and writes of conn use a context that ends only once end has
+	// closed conn: coder/websocket closes a conn whose read or write
+	// context ends, which would lose the close frame when ctx ends.
+	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer rcancel()
 	readErr := make(chan error, 1)
 	go func() { readErr <- readMessages(rctx, conn, s) }()
@@ -109,7 +112,7 @@ func PumpWebSocket(ctx context.Context, conn *websocket.Conn, s *Stream, o WSOpt
 				end(websocket.StatusMessageTooBig, "message too big", true)
 				return
 			}
-			err := w.write(ctx, m)
+			err := w.write(rctx, m)
 			s.Consumed(len(m.Data))
 			Release(m.Data)
 			if m.Fin {

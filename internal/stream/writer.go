@@ -149,18 +149,19 @@ func (w *Writer) Take(buf [][]byte, max int) [][]byte {
 	misses := 0
 	for len(w.ring) > 0 && misses < len(w.ring) {
 		q := w.ring[0]
-		w.ring = w.ring[1:]
 		if len(q.frames) == 0 { // forgotten
+			w.ring = w.ring[1:]
 			q.inRing = false
 			continue
 		}
 		f := q.frames[0]
-		if f.n > w.credit || (size > 0 && size+len(f.b) > max) {
+		if f.n <= w.credit && size > 0 && size+len(f.b) > max {
+			break // q keeps its turn for the next Take
+		}
+		w.ring = w.ring[1:]
+		if f.n > w.credit {
 			w.ring = append(w.ring, q)
 			misses++
-			if size > 0 && size+len(f.b) > max {
-				break
-			}
 			continue
 		}
 		misses = 0
