@@ -89,15 +89,7 @@ func (s *session) roundTrip(ctx context.Context, m *messages.HTTPRequest, st *st
 	_, err = stream.SendBody(ctx, st, resp.Body, stream.BodyOptions{
 		Length: resp.ContentLength,
 		Limit:  maxBody,
-		Trailer: func() messages.Header {
-			t := messages.Header{}
-			for k, v := range resp.Trailer {
-				if len(v) > 0 {
-					t[k] = v
-				}
-			}
-			return t
-		},
+		Trailer: func() messages.Header { return messages.TrailerFields(resp.Trailer) },
 	})
 	switch {
 	case err == nil, ctx.Err() != nil:

@@ -295,30 +295,14 @@ func (s *session) readLoop(moved chan<- struct{}) error {
 // dispatchFrame handles one websocket message from the proxy, a Batch
 // frame by frame. The frame's memory is reused afterwards: whatever
 // outlives the call is copied.
-func (s *session) dispatchFrame(frame []byte, moved chan<- struct{}) error {
-	m, err := messages.Decode(frame)
-	if errors.Is(err, messages.ErrUnknownType) {
-		return nil // from a newer proxy; skip
-	}
-	if err != nil {
+func (s *session) dispatchFrame(msg []byte, moved chan<- struct{}) error {
+	err := messages.EachFrame(msg, func(_ []byte, m messages.Message) error {
+		return s.dispatch(m, moved)
+	})
+	if errors.Is(err, messages.ErrMalformed) || errors.Is(err, messages.ErrVersion) {
 		return errors.New("malformed frame")
 	}
-	if b, ok := m.(*messages.Batch); ok {
-		for _, f := range b.Frames {
-			inner, err := messages.Decode(f)
-			if errors.Is(err, messages.ErrUnknownType) {
-				continue
-			}
-			if err != nil {
-				return errors.New("malformed frame")
-			}
-			if err := s.dispatch(inner, moved); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return s.dispatch(m, moved)
+	return err
 }
 
 func (s *session) dispatch(m messages.Message, moved chan<- struct{}) error {

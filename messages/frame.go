@@ -352,3 +352,35 @@ func AppendEnvelopeFrame(dst []byte, replyTo, conn string, frame []byte) []byte 
 	dst = appendString(dst, conn)
 	return append(dst, frame...)
 }
+
+// EachFrame decodes one websocket message, a frame or a Batch of them,
+// and calls fn with each frame in order, raw and decoded. Frames of types
+// this implementation does not know are skipped, as receivers must. It
+// stops at the first error, fn's or a decoding one (wrapping ErrVersion or
+// ErrMalformed).
+func EachFrame(msg []byte, fn func(frame []byte, m Message) error) error {
+	m, err := Decode(msg)
+	if errors.Is(err, ErrUnknownType) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	b, ok := m.(*Batch)
+	if !ok {
+		return fn(msg, m)
+	}
+	for _, f := range b.Frames {
+		inner, err := Decode(f)
+		if errors.Is(err, ErrUnknownType) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(f, inner); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -546,3 +546,28 @@ func (m *Envelope) decodePayload(d *decoder) {
 
 func (m *Takeover) appendPayload(b []byte) []byte { return appendString(b, m.Hostname) }
 func (m *Takeover) decodePayload(d *decoder)      { m.Hostname = d.string() }
+
+// CreditBytes is the credit a frame uses: the data of a Data or WSMessage
+// frame, and nothing for any other.
+func CreditBytes(m Message) int {
+	switch m := m.(type) {
+	case *Data:
+		return len(m.Data)
+	case *WSMessage:
+		return len(m.Data)
+	}
+	return 0
+}
+
+// TrailerFields returns the trailer fields of h that have a value, for a
+// Trailer frame. net/http declares trailers by name before it knows their
+// values, so a declared trailer that never got one is left out.
+func TrailerFields(h map[string][]string) Header {
+	t := Header{}
+	for k, v := range h {
+		if len(v) > 0 {
+			t[k] = v
+		}
+	}
+	return t
+}

@@ -350,15 +350,7 @@ func (ex *exchange) startUpload() {
 		_, err := stream.SendBody(context.Background(), ex.vs.Stream, ex.body, stream.BodyOptions{
 			Length: r.ContentLength,
 			Limit:  int64(p.cfg.MaxBody),
-			Trailer: func() messages.Header {
-				h := messages.Header{}
-				for k, v := range r.Trailer {
-					if len(v) > 0 {
-						h[k] = v
-					}
-				}
-				return h
-			},
+			Trailer: func() messages.Header { return messages.TrailerFields(r.Trailer) },
 			BeforeRead: func() {
 				deadline := last.Add(p.cfg.IdleTimeout)
 				if !ex.headAt.Load() {

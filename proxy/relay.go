@@ -339,36 +339,26 @@ func (c *clientConn) pendingCount() int {
 // handle processes one websocket message from the client and reports
 // whether the connection should go on.
 func (c *clientConn) handle(data []byte) bool {
-	m, err := messages.Decode(data)
+	err := messages.EachFrame(data, func(frame []byte, m messages.Message) error {
+		if !c.handleOne(frame, m) {
+			return errViolation
+		}
+		return nil
+	})
 	switch {
 	case err == nil:
-	case errors.Is(err, messages.ErrUnknownType):
-		return true // from a newer client: skipped, for forward compatibility
+		return true
+	case errors.Is(err, errViolation):
 	case errors.Is(err, messages.ErrVersion):
 		c.violation("unsupported protocol version")
-		return false
 	default:
 		c.violation("malformed frame")
-		return false
 	}
-	if b, ok := m.(*messages.Batch); ok {
-		for _, f := range b.Frames {
-			inner, err := messages.Decode(f)
-			if errors.Is(err, messages.ErrUnknownType) {
-				continue
-			}
-			if err != nil {
-				c.violation("malformed frame in a batch")
-				return false
-			}
-			if !c.handleOne(f, inner) {
-				return false
-			}
-		}
-		return true
-	}
-	return c.handleOne(data, m)
+	return false
 }
+
+// errViolation stops handle once handleOne has closed the connection.
+var errViolation = errors.New("protocol violation")
 
 // handleOne processes one frame from the client.
 func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
@@ -403,7 +393,7 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 		c.violation("unexpected " + m.Type().String())
 		return false
 	}
-	n := dataBytes(m)
+	n := messages.CreditBytes(m)
 	if n > messages.MaxData {
 		c.violation("data frame larger than the protocol allows")
 		return false
@@ -536,17 +526,6 @@ func (c *clientConn) allowed(r *relay, m messages.Message) bool {
 		return r.ws && r.state == open
 	}
 	return true // Credit and Error, at any point before the end
-}
-
-// dataBytes is the connection and stream credit a frame uses.
-func dataBytes(m messages.Message) int {
-	switch m := m.(type) {
-	case *messages.Data:
-		return len(m.Data)
-	case *messages.WSMessage:
-		return len(m.Data)
-	}
-	return 0
 }
 
 // passed returns connection credit for n bytes that have left the holder.

@@ -154,7 +154,7 @@ func (s *Stream) Receive(m messages.Message) error {
 	if s.ended {
 		return nil
 	}
-	n := dataLen(m)
+	n := messages.CreditBytes(m)
 	if n > s.outstanding {
 		return ErrFlowControl
 	}
@@ -171,17 +171,6 @@ func (s *Stream) Receive(m messages.Message) error {
 	}
 	signal(s.arrived)
 	return nil
-}
-
-// dataLen is the credit a frame uses.
-func dataLen(m messages.Message) int {
-	switch m := m.(type) {
-	case *messages.Data:
-		return len(m.Data)
-	case *messages.WSMessage:
-		return len(m.Data)
-	}
-	return 0
 }
 
 // endsDirection reports whether m is the last frame of its direction.
@@ -212,7 +201,7 @@ func (s *Stream) Next(ctx context.Context) (messages.Message, error) {
 			if len(s.in) == 0 {
 				s.in = nil // let a burst's backing array go
 			}
-			s.buffered -= dataLen(m)
+			s.buffered -= messages.CreditBytes(m)
 			s.mu.Unlock()
 			return m, nil
 		}

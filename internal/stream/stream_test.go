@@ -112,15 +112,15 @@ func (l *link) SendData(m messages.Message, n int) error {
 		c.Data = stream.CopyData(d.Data)
 		m = &c
 	}
-	if n != dataLen(m) {
-		l.t.Errorf("SendData(%T of %d data bytes) says it uses %d credit", m, dataLen(m), n)
+	if n != messages.CreditBytes(m) {
+		l.t.Errorf("SendData(%T of %d data bytes) says it uses %d credit", m, messages.CreditBytes(m), n)
 	}
 	l.dataBytes.Add(int64(n))
 	return l.deliver(m, true)
 }
 
 func (l *link) deliver(m messages.Message, data bool) error {
-	info := frameInfo{typ: m.Type(), n: dataLen(m), data: data}
+	info := frameInfo{typ: m.Type(), n: messages.CreditBytes(m), data: data}
 	switch d := m.(type) {
 	case *messages.Data:
 		info.end = d.End
@@ -142,16 +142,6 @@ func (l *link) frames() []frameInfo {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]frameInfo(nil), l.log...)
-}
-
-func dataLen(m messages.Message) int {
-	switch m := m.(type) {
-	case *messages.Data:
-		return len(m.Data)
-	case *messages.WSMessage:
-		return len(m.Data)
-	}
-	return 0
 }
 
 // newPair returns the two ends of one stream wired to each other through
@@ -257,7 +247,7 @@ func TestReceiveWithinCredit(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Next %d: %v", i, err)
 				}
-				if got := dataLen(m); got != tc.sizes[i] {
+				if got := messages.CreditBytes(m); got != tc.sizes[i] {
 					t.Fatalf("Next %d: %d bytes, want %d (frames out of order)", i, got, tc.sizes[i])
 				}
 			}
@@ -683,7 +673,7 @@ func runRounds(t *testing.T, s *stream.Stream, r *recorder, initial int, rounds 
 		// credit shows the growth exactly.
 		consumed := 0
 		for _, m := range taken {
-			consumed += dataLen(m)
+			consumed += messages.CreditBytes(m)
 		}
 		s.Consumed(consumed)
 		inc := 0
