@@ -1,9 +1,6 @@
 package limiter
 
 import (
-	"bytes"
-	"errors"
-	"strings"
 	"testing"
 	"time"
 )
@@ -47,22 +44,6 @@ func TestSizeString(t *testing.T) {
 	}
 }
 
-func TestReadAllEdge(t *testing.T) {
-	const limit = 1000
-	b, err := ReadAll(strings.NewReader(strings.Repeat("a", limit)), limit, limit)
-	if err != nil || len(b) != limit {
-		t.Fatalf("limit: got %d bytes, %v", len(b), err)
-	}
-	_, err = ReadAll(strings.NewReader(strings.Repeat("a", limit+1)), limit, 0)
-	if !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("limit+1: got %v, want ErrTooLarge", err)
-	}
-	b, err = ReadAll(bytes.NewReader(nil), limit, 0)
-	if err != nil || len(b) != 0 {
-		t.Fatalf("empty: %d, %v", len(b), err)
-	}
-}
-
 func TestRateEdge(t *testing.T) {
 	// A rate so slow that no token refills during the test: the burst is
 	// the edge. burst passes, burst+1 is refused with a Retry-After.
@@ -95,19 +76,5 @@ func TestRateNilAllows(t *testing.T) {
 		if ok, _ := r.Allow(); !ok {
 			t.Fatal("nil rate refused")
 		}
-	}
-}
-
-func TestReadAllWrongHint(t *testing.T) {
-	const limit = 10000
-	data := strings.Repeat("b", 5000)
-	for _, hint := range []int64{-1, 0, 1, 4999, 5000, 5001, 20000} {
-		b, err := ReadAll(strings.NewReader(data), limit, hint)
-		if err != nil || string(b) != data {
-			t.Fatalf("hint %d: %d bytes, %v", hint, len(b), err)
-		}
-	}
-	if _, err := ReadAll(strings.NewReader(data), 4999, 5000); !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("over the limit with a hint: %v", err)
 	}
 }

@@ -68,5 +68,5 @@ func (s *Size) Set(v string) error {
 	return nil
 }
 
-// ErrTooLarge is returned by [ReadAll] when the input exceeds the limit.
+// ErrTooLarge reports a body or message over its size limit.
 var ErrTooLarge = errors.New("limiter: too large")
