@@ -41,13 +41,28 @@ type Subscription interface {
 	Unsubscribe(ctx context.Context) error
 }
 
+// Message is one payload for one topic, for [Batcher].
+type Message struct {
+	Topic   string
+	Payload []byte
+}
+
+// Batcher is implemented by buses that can publish several messages in one
+// round trip. Messages to one topic keep their order, and each gets its
+// receiver count in receivers, as Publish would report it; err is the first
+// failure, after which the remaining counts are zero.
+type Batcher interface {
+	PublishBatch(ctx context.Context, msgs []Message) (receivers []int, err error)
+}
+
 // Registry records which holder (an instance and connection) serves a
-// hostname. Entries expire after their TTL unless refreshed, so a crashed
-// instance's hostnames go offline by themselves.
+// hostname, and which instances are alive. Entries expire after their TTL
+// unless refreshed, so a crashed instance's hostnames go offline by
+// themselves, and the instance leaves the list.
 type Registry interface {
 	// Claim records holder for name, replacing any other holder: the newest
-	// connection wins.
-	Claim(ctx context.Context, name, holder string, ttl time.Duration) error
+	// connection wins. It returns the holder it replaced, or "".
+	Claim(ctx context.Context, name, holder string, ttl time.Duration) (previous string, err error)
 	// Refresh extends the entry's TTL if holder still owns name, and reports
 	// whether it does.
 	Refresh(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
@@ -55,6 +70,11 @@ type Registry interface {
 	Release(ctx context.Context, name, holder string) error
 	// Lookup returns the current holder of name, or ErrNotFound.
 	Lookup(ctx context.Context, name string) (string, error)
+	// Heartbeat records that instance is alive for ttl more.
+	Heartbeat(ctx context.Context, instance string, ttl time.Duration) error
+	// Instances returns the instances whose last heartbeat has not
+	// expired, in no particular order.
+	Instances(ctx context.Context) ([]string, error)
 }
 
 // Pinger is implemented by buses that depend on an external service and can
@@ -63,8 +83,7 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
-// HostTopic is the topic read by the instance that holds hostname's client.
-func HostTopic(hostname string) string { return "keyhole:host:" + hostname }
-
-// InstanceTopic is the reply topic of one proxy instance.
+// InstanceTopic is the one topic an instance subscribes to: frames for the
+// client connections it holds and for the visitor streams it serves both
+// reach it there.
 func InstanceTopic(instance string) string { return "keyhole:inst:" + instance }

@@ -10,11 +10,12 @@ import (
 // Publish runs the handlers in the publisher's goroutine, which is why
 // handlers must not block.
 type Memory struct {
-	mu     sync.RWMutex
-	subs   map[string][]*memSub
-	names  map[string]memEntry
-	closed bool
-	now    func() time.Time
+	mu        sync.RWMutex
+	subs      map[string][]*memSub
+	names     map[string]memEntry
+	instances map[string]time.Time // expiry
+	closed    bool
+	now       func() time.Time
 }
 
 type memSub struct {
@@ -30,7 +31,7 @@ type memEntry struct {
 
 // NewMemory returns an empty in-memory bus.
 func NewMemory() *Memory {
-	return &Memory{subs: make(map[string][]*memSub), names: make(map[string]memEntry), now: time.Now}
+	return &Memory{subs: make(map[string][]*memSub), names: make(map[string]memEntry), instances: make(map[string]time.Time), now: time.Now}
 }
 
 // Publish implements [Bus].
@@ -94,14 +95,48 @@ func (m *Memory) Close() error {
 }
 
 // Claim implements [Registry].
-func (m *Memory) Claim(ctx context.Context, name, holder string, ttl time.Duration) error {
+func (m *Memory) Claim(ctx context.Context, name, holder string, ttl time.Duration) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return "", ErrClosed
+	}
+	var prev string
+	if e, ok := m.names[name]; ok && !m.now().After(e.expires) {
+		prev = e.holder
+	}
+	m.names[name] = memEntry{holder: holder, expires: m.now().Add(ttl)}
+	return prev, nil
+}
+
+// Heartbeat implements [Registry].
+func (m *Memory) Heartbeat(ctx context.Context, instance string, ttl time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return ErrClosed
 	}
-	m.names[name] = memEntry{holder: holder, expires: m.now().Add(ttl)}
+	m.instances[instance] = m.now().Add(ttl)
 	return nil
+}
+
+// Instances implements [Registry].
+func (m *Memory) Instances(ctx context.Context) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	var out []string
+	now := m.now()
+	for id, exp := range m.instances {
+		if now.After(exp) {
+			delete(m.instances, id)
+			continue
+		}
+		out = append(out, id)
+	}
+	return out, nil
 }
 
 // Refresh implements [Registry].

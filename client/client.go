@@ -119,7 +119,9 @@ func (c *Client) Run(ctx context.Context) error {
 		if errors.As(err, &refused) || errors.Is(err, ErrReplaced) {
 			return err
 		}
-		if s.registered && time.Since(s.started) > 2*maxBackoff {
+		if s.registered && (s.carried.Load() || time.Since(s.started) > 2*maxBackoff) {
+			// The last connection worked: this is a new failure, not the
+			// same one again.
 			backoff = minBackoff
 		}
 		// Full jitter keeps many clients from reconnecting in step.

@@ -46,6 +46,7 @@ type session struct {
 	conn       *wsbuf.CorkConn // under ws
 	started    time.Time
 	registered bool
+	carried    atomic.Bool // the connection has carried a request
 	reg        messages.RegistrationResponse
 	out        *stream.Writer     // frames for the proxy
 	in         *stream.ConnWindow // the proxy's connection credit towards us
@@ -310,10 +311,12 @@ func (s *session) dispatch(m messages.Message, moved chan<- struct{}) error {
 	case *messages.Ping:
 		return nil
 	case *messages.HTTPRequest:
+		s.carried.Store(true)
 		st := s.newStream(m.ID, int(m.Window), m.ExpectContinue)
 		s.start(m.ID, st, func(ctx context.Context) { s.serveHTTP(ctx, m, st) })
 		return nil
 	case *messages.WSRequest:
+		s.carried.Store(true)
 		st := s.newStream(m.ID, int(m.Window), false)
 		s.start(m.ID, st, func(ctx context.Context) { s.serveStream(ctx, m, st) })
 		return nil

@@ -65,7 +65,8 @@ func benchMessages(b testing.TB) []sample {
 		{"Error", &messages.Error{ID: id, Code: messages.CodeRateLimited, RetryAfter: 1, Reason: "rate limited"}},
 		{"Batch", &messages.Batch{Frames: batch}},
 		{"Envelope", &messages.Envelope{ReplyTo: "proxy-7f3a", Conn: "proxy-7f3a/conn-19", Frame: messages.Encode(req)}},
-		{"Takeover", &messages.Takeover{Hostname: host}},
+		{"Takeover", &messages.Takeover{Hostname: host, Successor: "inst/conn"}},
+		{"Reply", &messages.Reply{Conn: "inst/conn", Frame: messages.Encode(&messages.Ping{})}},
 		// A full data frame: the unit a body moves in.
 		{"Data", &messages.Data{ID: id, Data: body(messages.MaxData)}},
 		{"Credit", &messages.Credit{ID: id, Increment: messages.InitialWindow / 4}},

@@ -39,6 +39,7 @@ const (
 	TypeBatch                Type = 0x32
 	TypeEnvelope             Type = 0x40
 	TypeTakeover             Type = 0x41
+	TypeReply                Type = 0x42
 	TypeData                 Type = 0x50
 	TypeCredit               Type = 0x51
 	TypeTrailer              Type = 0x52
@@ -59,6 +60,7 @@ var typeNames = map[Type]string{
 	TypeBatch:                "Batch",
 	TypeEnvelope:             "Envelope",
 	TypeTakeover:             "Takeover",
+	TypeReply:                "Reply",
 	TypeData:                 "Data",
 	TypeCredit:               "Credit",
 	TypeTrailer:              "Trailer",
@@ -187,6 +189,8 @@ func newMessage(t Type) Message {
 		return new(Envelope)
 	case TypeTakeover:
 		return new(Takeover)
+	case TypeReply:
+		return new(Reply)
 	case TypeData:
 		return new(Data)
 	case TypeCredit:
@@ -344,6 +348,43 @@ func OpenEnvelope(payload []byte) (replyTo, conn string, frame []byte, err error
 	}
 	return replyTo, conn, d.b, nil
 }
+
+// OpenReply returns the connection a Reply comes from and the frame it
+// carries, without decoding the frame or copying it.
+func OpenReply(payload []byte) (conn string, frame []byte, err error) {
+	t, err := Peek(payload)
+	if err != nil {
+		return "", nil, err
+	}
+	if t != TypeReply {
+		return "", nil, fmt.Errorf("%w: %v is not a Reply", ErrMalformed, t)
+	}
+	d := decoder{b: payload[HeaderSize:]}
+	conn = d.string()
+	if d.err != nil {
+		return "", nil, fmt.Errorf("decode Reply: %w", d.err)
+	}
+	return conn, d.b, nil
+}
+
+// AppendReply appends a Reply carrying an encoded frame from client
+// connection conn to dst.
+func AppendReply(dst []byte, conn string, frame []byte) []byte {
+	dst = append(dst, Version, byte(TypeReply))
+	dst = appendString(dst, conn)
+	return append(dst, frame...)
+}
+
+// AppendReplyMessage is AppendReply for a message not yet encoded.
+func AppendReplyMessage(dst []byte, conn string, m Message) []byte {
+	dst = append(dst, Version, byte(TypeReply))
+	dst = appendString(dst, conn)
+	return Append(dst, m)
+}
+
+// ReplySize is the encoded size of a Reply from conn carrying a frame of
+// frameLen bytes.
+func ReplySize(conn string, frameLen int) int { return HeaderSize + 4 + len(conn) + frameLen }
 
 // AppendEnvelopeFrame is AppendEnvelope for a frame that is already encoded.
 func AppendEnvelopeFrame(dst []byte, replyTo, conn string, frame []byte) []byte {

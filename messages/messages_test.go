@@ -40,6 +40,7 @@ var pinnedTypes = []struct {
 	{messages.TypeBatch, 0x32, "Batch", false},
 	{messages.TypeEnvelope, 0x40, "Envelope", false},
 	{messages.TypeTakeover, 0x41, "Takeover", false},
+	{messages.TypeReply, 0x42, "Reply", false},
 	{messages.TypeData, 0x50, "Data", true},
 	{messages.TypeCredit, 0x51, "Credit", true},
 	{messages.TypeTrailer, 0x52, "Trailer", true},
@@ -109,6 +110,7 @@ func TestWireValuesPinned(t *testing.T) {
 		{messages.CodeGoingAway, 9},
 		{messages.CodePolicy, 10},
 		{messages.CodeTimeout, 11},
+		{messages.CodeGone, 12},
 	}
 	for _, tc := range codes {
 		if uint16(tc.code) != tc.want {
@@ -276,7 +278,9 @@ func samples() []sample {
 			Frame:   messages.Encode(&messages.WSMessage{ID: id, Opcode: messages.OpBinary, Fin: true, Data: allBytes()}),
 		}},
 		{"Envelope/empty", &messages.Envelope{}},
-		{"Takeover", &messages.Takeover{Hostname: "sd5mv7vjwfkwngcub5ymael2elvdppk46pwtyryjhqlqokbljoeq"}},
+		{"Takeover", &messages.Takeover{Hostname: "sd5mv7vjwfkwngcub5ymael2elvdppk46pwtyryjhqlqokbljoeq", Successor: "b1d68a83fb84b590/4e2f0c1d9a8b7c6d"}},
+		{"Reply", &messages.Reply{Conn: "b1d68a83fb84b590/4e2f0c1d9a8b7c6d", Frame: messages.Encode(&messages.Credit{ID: testID, Increment: 4096})}},
+		{"Reply/empty", &messages.Reply{}},
 		{"Data", &messages.Data{ID: id, Data: allBytes()}},
 		{"Data/end", &messages.Data{ID: id, End: true, Data: []byte("last")}},
 		{"Data/end-only", &messages.Data{ID: id, End: true}},
@@ -497,6 +501,8 @@ func TestDecodeTruncated(t *testing.T) {
 				// whose inner frame then fails to decode. Only the part
 				// before it can be truncated.
 				end = envelopeFrameStart(m)
+			case *messages.Reply:
+				end = messages.HeaderSize + 4 + len(m.Conn) // likewise
 			case *messages.Batch:
 				boundaries = batchBoundaries(m)
 			}
@@ -537,7 +543,7 @@ func TestDecodeTruncatedEnvelopeFrame(t *testing.T) {
 
 func TestDecodeTrailingBytes(t *testing.T) {
 	for _, s := range samples() {
-		if s.msg.Type() == messages.TypeEnvelope {
+		if s.msg.Type() == messages.TypeEnvelope || s.msg.Type() == messages.TypeReply {
 			continue // the inner frame absorbs them; see TestDecodeTruncatedEnvelopeFrame
 		}
 		t.Run(s.name, func(t *testing.T) {
@@ -586,7 +592,7 @@ func TestDecodeVersion(t *testing.T) {
 }
 
 func TestDecodeUnknownType(t *testing.T) {
-	for _, typ := range []byte{0x00, 0x04, 0x12, 0x24, 0x33, 0x42, 0x53, 0x7f, 0xff} {
+	for _, typ := range []byte{0x00, 0x04, 0x12, 0x24, 0x33, 0x43, 0x53, 0x7f, 0xff} {
 		for _, frame := range [][]byte{{messages.Version, typ}, {messages.Version, typ, 1, 2, 3}} {
 			m, err := messages.Decode(frame)
 			if !errors.Is(err, messages.ErrUnknownType) || m != nil {

@@ -212,6 +212,7 @@ const (
 	CodeGoingAway   ErrorCode = 9  // the proxy is shutting down: reconnect
 	CodePolicy      ErrorCode = 10 // registration refused or protocol violated
 	CodeTimeout     ErrorCode = 11 // the local service did not answer in time: 504
+	CodeGone        ErrorCode = 12 // between proxies: the connection named has gone from its instance; look the hostname up again
 )
 
 // Error resets the stream named by ID: neither side sends anything more
@@ -252,23 +253,36 @@ type Batch struct {
 	Frames [][]byte
 }
 
-// Envelope is the payload of every bus message between proxy instances.
+// Envelope carries a frame for a client connection between proxy
+// instances: from the instance serving a visitor to the one holding the
+// client.
 type Envelope struct {
 	// ReplyTo is the instance that published the envelope and wants the
 	// answers.
 	ReplyTo string
-	// Conn is the client connection the frame is meant for, or, on a
-	// reply, the one it comes from.
+	// Conn is the client connection the frame is meant for.
 	Conn string
 	// Frame is one framed message.
 	Frame []byte
 }
 
-// Takeover is published on a hostname's topic when a connection registers
-// it; every instance closes any other connection it holds for that
-// hostname. It travels inside an Envelope whose Conn is the new connection.
+// Reply carries a frame from a client connection back to the instance
+// serving the stream it belongs to.
+type Reply struct {
+	// Conn is the client connection the frame comes from: a stream that
+	// moved to a successor connection hears from it this way.
+	Conn string
+	// Frame is one framed message.
+	Frame []byte
+}
+
+// Takeover tells the instance holding a connection that a newer one
+// registered the same key. It travels inside an Envelope whose Conn is the
+// connection replaced.
 type Takeover struct {
 	Hostname string
+	// Successor is the connection that replaced it.
+	Successor string
 }
 
 func (*Challenge) Type() Type            { return TypeChallenge }
@@ -285,6 +299,7 @@ func (*Error) Type() Type                { return TypeError }
 func (*Batch) Type() Type                { return TypeBatch }
 func (*Envelope) Type() Type             { return TypeEnvelope }
 func (*Takeover) Type() Type             { return TypeTakeover }
+func (*Reply) Type() Type                { return TypeReply }
 func (*Data) Type() Type                 { return TypeData }
 func (*Credit) Type() Type               { return TypeCredit }
 func (*Trailer) Type() Type              { return TypeTrailer }
@@ -544,8 +559,28 @@ func (m *Envelope) decodePayload(d *decoder) {
 	}
 }
 
-func (m *Takeover) appendPayload(b []byte) []byte { return appendString(b, m.Hostname) }
-func (m *Takeover) decodePayload(d *decoder)      { m.Hostname = d.string() }
+func (m *Takeover) appendPayload(b []byte) []byte {
+	b = appendString(b, m.Hostname)
+	return appendString(b, m.Successor)
+}
+
+func (m *Takeover) decodePayload(d *decoder) {
+	m.Hostname = d.string()
+	m.Successor = d.string()
+}
+
+func (m *Reply) appendPayload(b []byte) []byte {
+	b = appendString(b, m.Conn)
+	// The frame runs to the end of the reply, so it needs no length.
+	return append(b, m.Frame...)
+}
+
+func (m *Reply) decodePayload(d *decoder) {
+	m.Conn = d.string()
+	if m.Frame = d.take(uint64(len(d.b))); len(m.Frame) == 0 {
+		m.Frame = nil
+	}
+}
 
 // CreditBytes is the credit a frame uses: the data of a Data or WSMessage
 // frame, and nothing for any other.

@@ -48,24 +48,50 @@ func (p *Proxy) Ready(ctx context.Context) error {
 // replaced. The holder's periodic refresh would restore the entries too,
 // but only within a ping interval; Reannounce does it at once.
 //
-// It returns the errors of the claims that failed; each is retried at the
-// next refresh.
+// A claim that fails (a Redis that has only just come back may refuse for
+// a moment) is tried again every reannounceRetry until it succeeds or ctx
+// ends; Reannounce then returns the errors of the claims still failing.
+// The instance's heartbeat is renewed first, so the instance is listed at
+// once too.
 func (p *Proxy) Reannounce(ctx context.Context) error {
 	p.mu.Lock()
 	conns := p.localConns()
 	p.mu.Unlock()
-	var errs []error
-	n := 0
-	for _, c := range conns {
-		if err := p.reannounce(ctx, c); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", c.label, err))
-			continue
-		}
-		n++
+	if err := p.reg.Heartbeat(ctx, p.instance, 3*p.cfg.Ping); err != nil {
+		p.log.Warn("registry heartbeat", "err", err)
 	}
-	p.log.Info("re-announced hostnames", "count", n, "failed", len(errs))
+	ok, failing := 0, map[*clientConn]error{}
+	for {
+		for _, c := range conns {
+			if err := p.reannounce(ctx, c); err != nil {
+				failing[c] = err
+				continue
+			}
+			delete(failing, c)
+			ok++
+		}
+		if len(failing) == 0 || ctx.Err() != nil {
+			break
+		}
+		conns = conns[:0]
+		for c := range failing {
+			conns = append(conns, c)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(reannounceRetry):
+		}
+	}
+	var errs []error
+	for c, err := range failing {
+		errs = append(errs, fmt.Errorf("%s: %w", c.label, err))
+	}
+	p.log.Info("re-announced hostnames", "count", ok, "failed", len(errs))
 	return errors.Join(errs...)
 }
+
+// reannounceRetry is how soon Reannounce tries a failed claim again.
+const reannounceRetry = 100 * time.Millisecond
 
 func (p *Proxy) reannounce(ctx context.Context, c *clientConn) error {
 	// Serialized with attach and detach, so an entry is never claimed for a
@@ -102,7 +128,8 @@ func (c *clientConn) announce(ctx context.Context) error {
 	holder, err := reg.Lookup(ctx, c.label)
 	switch {
 	case errors.Is(err, bus.ErrNotFound):
-		return reg.Claim(ctx, c.label, c.holder, ttl)
+		_, err := reg.Claim(ctx, c.label, c.holder, ttl)
+		return err
 	case err != nil:
 		return err
 	case holder != c.holder:

@@ -15,7 +15,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/keyhole-tunnel/keyhole/bus"
 	"github.com/keyhole-tunnel/keyhole/internal/stream"
 	"github.com/keyhole-tunnel/keyhole/limiter"
 	"github.com/keyhole-tunnel/keyhole/messages"
@@ -32,7 +31,6 @@ const (
 // hostEntry is a hostname whose client this instance holds.
 type hostEntry struct {
 	conn *clientConn
-	sub  bus.Subscription
 }
 
 // clientConn is one registered client websocket. The HTTP handler goroutine
@@ -242,52 +240,48 @@ func (p *Proxy) refuseLegacy(w http.ResponseWriter, r *http.Request) {
 }
 
 // attach makes c the holder of its hostname on this instance and in the
-// registry, and tells every other instance to drop an older connection.
+// registry, and tells the instance holding an older connection for it, if
+// any, that it was replaced.
 func (p *Proxy) attach(ctx context.Context, c *clientConn) error {
 	p.regMu.Lock()
 	defer p.regMu.Unlock()
-	p.mu.Lock()
-	e := p.hosts[c.label]
-	p.mu.Unlock()
-	var sub bus.Subscription
-	if e == nil {
-		label := c.label
-		s, err := p.bus.Subscribe(ctx, bus.HostTopic(label), func(b []byte) { p.onHostMessage(label, b) })
-		if err != nil {
-			return err
-		}
-		sub = s
-	}
 	// Routable before the registry names it: a request published for c
 	// as soon as the claim is visible must find it.
 	p.mu.Lock()
 	p.conns[c.holder] = c
 	p.mu.Unlock()
-	if err := p.reg.Claim(ctx, c.label, c.holder, p.registryTTL()); err != nil {
+	prev, err := p.reg.Claim(ctx, c.label, c.holder, p.registryTTL())
+	if err != nil {
 		p.mu.Lock()
 		delete(p.conns, c.holder)
 		p.mu.Unlock()
-		if sub != nil {
-			sub.Unsubscribe(context.WithoutCancel(ctx))
-		}
 		return err
 	}
+	p.learnRoute(c.label, c.holder)
 	var old *clientConn
 	p.mu.Lock()
-	if e != nil {
+	if e := p.hosts[c.label]; e != nil {
 		old, e.conn = e.conn, c
 	} else {
-		p.hosts[c.label] = &hostEntry{conn: c, sub: sub}
+		p.hosts[c.label] = &hostEntry{conn: c}
 	}
 	p.mu.Unlock()
 	if old != nil {
 		old.replaced(c.holder)
 	}
-	payload := messages.AppendEnvelope(nil, p.instance, c.holder, &messages.Takeover{Hostname: c.label})
-	if _, err := p.publish(ctx, bus.HostTopic(c.label), payload); err != nil {
-		c.log.Warn("announce takeover", "err", err)
+	if prev != "" && prev != c.holder && (old == nil || prev != old.holder) {
+		p.announceTakeover(ctx, c.label, prev, c.holder)
 	}
 	return nil
+}
+
+// announceTakeover tells the instance holding prev that successor
+// replaced it.
+func (p *Proxy) announceTakeover(ctx context.Context, label, prev, successor string) {
+	payload := messages.AppendEnvelope(nil, p.instance, prev, &messages.Takeover{Hostname: label, Successor: successor})
+	if _, err := p.send(ctx, instanceOf(prev), payload); err != nil {
+		p.log.Warn("announce takeover", "host", label, "err", err)
+	}
 }
 
 // detach forgets c, releasing its hostname unless a newer connection has
@@ -303,14 +297,15 @@ func (p *Proxy) detach(c *clientConn) {
 		delete(p.hosts, c.label)
 	}
 	p.mu.Unlock()
+	if succ := c.successorFor(); succ != "" {
+		p.rememberMove(c.holder, succ)
+	}
 	if !mine {
 		return
 	}
+	p.forgetRoute(c.label, c.holder)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := e.sub.Unsubscribe(ctx); err != nil {
-		c.log.Warn("unsubscribe", "err", err)
-	}
 	if err := p.reg.Release(ctx, c.label, c.holder); err != nil {
 		c.log.Warn("release hostname", "err", err)
 	}

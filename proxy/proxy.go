@@ -31,8 +31,8 @@ type Proxy struct {
 	reg      bus.Registry
 	ownsBus  bool
 	log      *slog.Logger
-	replies  bus.Subscription
-	metrics  *metrics // nil: no metrics
+	sub      bus.Subscription // this instance's one topic
+	metrics  *metrics         // nil: no metrics
 
 	// ctx ends when the proxy shuts down; client connections live under it.
 	ctx    context.Context
@@ -43,12 +43,17 @@ type Proxy struct {
 	// bus, the registry and p.hosts.
 	regMu sync.Mutex
 
-	// outbox carries publishes that must not block their caller, such as
-	// error replies sent from a bus handler.
-	outbox     chan outMsg
-	outboxStop chan struct{}
-	outboxDone chan struct{}
-	stopOnce   sync.Once // Shutdown may be called more than once
+	// lanes publish what must not wait for its round trip, in order per
+	// stream, over a bus that batches; nil over the in-memory bus, where
+	// a publish is a function call.
+	lanes     []*lane
+	lanesStop chan struct{}
+	lanesDone sync.WaitGroup
+	stopOnce  sync.Once // Shutdown may be called more than once
+	beats     sync.WaitGroup
+
+	routeMu sync.Mutex
+	routes  map[string]route // the lookup cache, by label
 
 	// budget bounds the window growth of every stream this instance
 	// receives on; connBudgets split it per client connection.
@@ -59,6 +64,7 @@ type Proxy struct {
 	connBudgets map[string]*connBudget         // by holder
 	hosts       map[string]*hostEntry          // hostnames whose client this instance holds
 	conns       map[string]*clientConn         // every client connection attached here, by holder
+	moved       map[string]moved               // replaced connections that closed lately
 	draining    bool
 	access      *Access // nil admits every key
 }
@@ -88,6 +94,8 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 		connBudgets: make(map[string]*connBudget),
 		hosts:       make(map[string]*hostEntry),
 		conns:       make(map[string]*clientConn),
+		moved:       make(map[string]moved),
+		routes:      make(map[string]route),
 		access:      cfg.Access,
 	}
 	if p.bus == nil {
@@ -98,18 +106,23 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy metrics: %w", err)
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	p.outbox = make(chan outMsg, outboxSize)
-	p.outboxStop = make(chan struct{})
-	p.outboxDone = make(chan struct{})
-	go p.runOutbox()
-	p.replies, err = p.bus.Subscribe(ctx, bus.InstanceTopic(p.instance), p.onReply)
+	p.lanesStop = make(chan struct{})
+	if b, ok := p.bus.(bus.Batcher); ok {
+		for range lanes {
+			l := &lane{p: p, b: b, ready: make(chan struct{}, 1)}
+			p.lanes = append(p.lanes, l)
+			p.lanesDone.Go(func() { l.run(p.lanesStop) })
+		}
+	}
+	p.sub, err = p.bus.Subscribe(ctx, bus.InstanceTopic(p.instance), p.onMessage)
 	if err != nil {
 		p.cancel()
-		close(p.outboxStop)
-		<-p.outboxDone
-		return nil, fmt.Errorf("subscribe reply topic: %w", err)
+		close(p.lanesStop)
+		p.lanesDone.Wait()
+		return nil, fmt.Errorf("subscribe to the instance's topic: %w", err)
 	}
 	p.log = p.log.With("instance", p.instance)
+	p.beats.Go(func() { p.heartbeats(p.ctx) })
 	return p, nil
 }
 
@@ -122,15 +135,10 @@ func randomToken(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// onReply routes a frame published to this instance's reply topic to the
+// onStreamFrame routes a frame from client connection conn to the visitor
 // stream it belongs to. Frames for streams that ended (a late answer after
 // a 504) are dropped.
-func (p *Proxy) onReply(payload []byte) {
-	_, conn, frame, err := messages.OpenEnvelope(payload)
-	if err != nil {
-		p.log.Warn("bad reply on bus", "err", err)
-		return
-	}
+func (p *Proxy) onStreamFrame(conn string, frame []byte) {
 	id, ok := messages.PeekID(frame)
 	if !ok {
 		return
@@ -162,7 +170,7 @@ func (p *Proxy) onReply(payload []byte) {
 // openStream registers a visitor stream towards the client connection
 // holder of label. Call closeStream when it is over.
 func (p *Proxy) openStream(id messages.ID, label, holder string, cfg stream.Config) *visitorStream {
-	out := &busSender{p: p, label: label, data: holder}
+	out := &busSender{p: p, label: label, data: holder, key: streamKey(id)}
 	out.ctrl.Store(&holder)
 	p.mu.Lock()
 	cb := p.connBudgets[holder]
@@ -174,6 +182,7 @@ func (p *Proxy) openStream(id messages.ID, label, holder string, cfg stream.Conf
 	cfg.Budget = cb.b
 	cfg.MaxWindow = int(p.cfg.MaxWindow)
 	vs := &visitorStream{Stream: stream.New(id, out, cfg), out: out}
+	out.vs = vs
 	p.streams[id] = vs
 	p.mu.Unlock()
 	return vs
@@ -267,10 +276,11 @@ wait:
 	}
 	p.cancel()
 	p.wg.Wait()
+	p.beats.Wait()
 	// Connections closing above may have posted their last error replies.
-	p.stopOnce.Do(func() { close(p.outboxStop) })
-	<-p.outboxDone
-	err := p.replies.Unsubscribe(context.WithoutCancel(ctx))
+	p.stopOnce.Do(func() { close(p.lanesStop) })
+	p.lanesDone.Wait()
+	err := p.sub.Unsubscribe(context.WithoutCancel(ctx))
 	if p.ownsBus {
 		err = errors.Join(err, p.bus.Close())
 	}
@@ -304,51 +314,4 @@ func (p *Proxy) isDraining() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.draining
-}
-
-// outboxSize bounds the publishes waiting in the outbox. When it is full a
-// reply is dropped and its requester answers 504 at its timeout instead.
-const outboxSize = 4096
-
-type outMsg struct {
-	topic   string
-	payload []byte
-}
-
-// post queues a publish without blocking.
-func (p *Proxy) post(topic string, payload []byte) {
-	select {
-	case p.outbox <- outMsg{topic, payload}:
-	default:
-		p.metrics.drop(dropOutbox)
-		p.log.Warn("outbox full; dropping a reply", "topic", topic)
-	}
-}
-
-// runOutbox publishes what post queued, until Shutdown; it drains what is
-// left before returning.
-func (p *Proxy) runOutbox() {
-	defer close(p.outboxDone)
-	send := func(m outMsg) {
-		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
-		defer cancel()
-		if _, err := p.publish(ctx, m.topic, m.payload); err != nil {
-			p.log.Warn("bus publish", "err", err)
-		}
-	}
-	for {
-		select {
-		case m := <-p.outbox:
-			send(m)
-		case <-p.outboxStop:
-			for {
-				select {
-				case m := <-p.outbox:
-					send(m)
-				default:
-					return
-				}
-			}
-		}
-	}
 }

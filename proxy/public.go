@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/keyhole-tunnel/keyhole/bus"
 	"github.com/keyhole-tunnel/keyhole/internal/stream"
 	"github.com/keyhole-tunnel/keyhole/limiter"
 	"github.com/keyhole-tunnel/keyhole/messages"
@@ -64,6 +63,10 @@ type exchange struct {
 	vs     *visitorStream
 	host   string
 	headAt atomic.Bool // the response head has been written
+	// retryable is set for a request that has no body: it can go again,
+	// to another connection, if its holder turns out to be gone; retry
+	// says that it should.
+	retryable, retry bool
 	// respDone is set once the response's end has been written: with the
 	// upload done too, the stream is over in both directions and needs no
 	// reset.
@@ -123,28 +126,53 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, host, label 
 		// tiny fields can pass it and still not fit a head frame.
 		return publicError(w, http.StatusRequestHeaderFieldsTooLarge), false
 	}
-	holder, status := p.lookup(r.Context(), label)
-	if status != 0 {
-		return publicError(w, status), false
+	for attempt := 0; ; attempt++ {
+		holder, status := p.lookup(r.Context(), label)
+		if status != 0 {
+			return publicError(w, status), false
+		}
+		status, abort, retry := p.exchange(w, r, host, label, holder, head, frame)
+		if !retry || attempt > 0 {
+			return status, abort
+		}
+		// The holder the cache named is gone, and nothing of the request
+		// has been read yet: once more, with the registry's answer.
+		p.forgetRoute(label, holder)
+		head.ID = messages.NewID()
+		frame = messages.Encode(head)
 	}
+}
+
+// exchange runs one request against the connection holder. It reports
+// retry, having written nothing, when holder turned out to be gone before
+// anything could be read of the visitor's body: the caller may look the
+// hostname up again and try once more.
+func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, host, label, holder string, head *messages.HTTPRequest, frame []byte) (status int, abort, retry bool) {
 	credit := messages.InitialWindow
 	if head.ExpectContinue {
 		credit = 0
 	}
 	vs := p.openStream(head.ID, label, holder, stream.Config{RecvWindow: int(head.Window), SendCredit: credit})
 	defer p.closeStream(vs)
-	if status := p.publishRequest(r.Context(), label, holder, frame); status != 0 {
-		return publicError(w, status), false
+	if status := p.publishRequest(r.Context(), holder, frame); status != 0 {
+		if status == http.StatusBadGateway && !head.Body {
+			return 0, false, true
+		}
+		return publicError(w, status), false, false
 	}
 	ex := &exchange{p: p, w: w, r: r, rc: http.NewResponseController(w), vs: vs, host: host}
-	if hasBody {
+	if head.Body {
 		// HTTP/1.1 must not drain the body before the response begins: the
 		// two stream side by side (HTTP/2 always can).
 		ex.rc.EnableFullDuplex()
 		ex.startUpload()
 	}
 	defer ex.stopUpload()
-	return ex.run()
+	if !head.Body {
+		ex.retryable = true
+	}
+	status, abort = ex.run()
+	return status, abort, ex.retry
 }
 
 // run waits for the response head and streams the response body.
@@ -153,6 +181,13 @@ func (ex *exchange) run() (int, bool) {
 	ctx := ex.r.Context()
 	m, err := vs.NextWithin(ctx, p.cfg.Timeout)
 	if err != nil {
+		var reset *stream.ResetError
+		if ex.retryable && errors.As(err, &reset) && reset.Code == messages.CodeGone && !reset.Local {
+			// The connection the request went to is gone; the hostname
+			// may have moved to another.
+			ex.retry = true
+			return 0, false
+		}
 		status := ex.failBeforeHead(err)
 		return status, status == 499
 	}
@@ -417,35 +452,21 @@ func (ex *exchange) stopUpload() {
 	ex.r.Body.Close()
 }
 
-// lookup finds the connection holding label, or the status to answer.
-func (p *Proxy) lookup(ctx context.Context, label string) (string, int) {
-	ctx, cancel := context.WithTimeout(ctx, busOpTimeout)
-	defer cancel()
-	holder, err := p.reg.Lookup(ctx, label)
-	switch {
-	case errors.Is(err, bus.ErrNotFound):
-		return "", http.StatusBadGateway // the tunnel is offline
-	case err != nil:
-		p.log.Warn("registry lookup", "err", err)
-		return "", http.StatusServiceUnavailable
-	}
-	return holder, 0
-}
-
 // publishRequest sends the head of a new stream to the instance holding
-// label, and returns a status to answer if nobody could receive it.
-func (p *Proxy) publishRequest(ctx context.Context, label, holder string, frame []byte) int {
+// the connection, and returns a status to answer if nobody could receive
+// it.
+func (p *Proxy) publishRequest(ctx context.Context, holder string, frame []byte) int {
 	payload := messages.AppendEnvelopeFrame(nil, p.instance, holder, frame)
 	ctx, cancel := context.WithTimeout(ctx, busOpTimeout)
 	defer cancel()
-	n, err := p.publish(ctx, bus.HostTopic(label), payload)
+	n, err := p.send(ctx, instanceOf(holder), payload)
 	switch {
 	case err != nil:
 		p.log.Warn("bus publish", "err", err)
 		return http.StatusServiceUnavailable
 	case n == 0:
-		// No instance holds the hostname any more: answer now rather than
-		// wait for the timeout.
+		// No instance of that name is listening any more: answer now
+		// rather than wait for the timeout.
 		return http.StatusBadGateway
 	}
 	return 0
@@ -516,23 +537,35 @@ var errNoReceiver = errors.New("no instance holds the tunnel")
 // client. Data goes to the connection the stream was opened on, which
 // passes it on if it handed the stream to a successor, so it keeps its
 // order; control frames go to whichever connection last answered.
+//
+// Frames are posted, not waited for: over Redis they go out in batches, a
+// round trip for many. A frame that reaches no one fails the stream, which
+// its consumer then sees.
 type busSender struct {
 	p     *Proxy
 	label string
 	data  string
 	ctrl  atomic.Pointer[string]
+	key   uint64
+	vs    *visitorStream
 }
 
 func (b *busSender) publish(conn string, m messages.Message) error {
 	payload := messages.AppendEnvelope(stream.Buf(), b.p.instance, conn, m)
-	defer stream.Release(payload) // the bus is done with it once Publish returns
-	ctx, cancel := context.WithTimeout(b.p.ctx, writeTimeout)
-	defer cancel()
-	n, err := b.p.publish(ctx, bus.HostTopic(b.label), payload)
+	b.p.post(instanceOf(conn), payload, b.key, b.sent)
+	return nil
+}
+
+// sent fails the stream when a frame could not be delivered: the
+// instance holding the client is gone.
+func (b *busSender) sent(n int, err error) {
 	if err == nil && n == 0 {
 		err = errNoReceiver
 	}
-	return err
+	if err != nil && b.vs != nil {
+		b.p.forgetRoute(b.label, b.data)
+		b.vs.Abandon(&stream.ResetError{Code: messages.CodeUnavailable, Reason: err.Error(), Local: true})
+	}
 }
 
 func (b *busSender) Send(m messages.Message) error {

@@ -2,13 +2,11 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"time"
 
 	"github.com/coder/websocket"
 
-	"github.com/keyhole-tunnel/keyhole/bus"
 	"github.com/keyhole-tunnel/keyhole/internal/stream"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
@@ -72,14 +70,9 @@ func (c *clientConn) finishIfDoneLocked(id messages.ID, r *relay) {
 	}
 }
 
-// onHostMessage handles a payload published to a hostname this instance
-// holds.
-func (p *Proxy) onHostMessage(label string, payload []byte) {
-	replyTo, conn, frame, err := messages.OpenEnvelope(payload)
-	if err != nil {
-		p.log.Warn("bad message on host topic", "host", label, "err", err)
-		return
-	}
+// onClientFrame handles a frame for client connection conn, sent by the
+// instance replyTo, which serves the visitor.
+func (p *Proxy) onClientFrame(replyTo, conn string, frame []byte) {
 	t, err := messages.Peek(frame)
 	if err != nil {
 		return
@@ -88,40 +81,40 @@ func (p *Proxy) onHostMessage(label string, payload []byte) {
 	// replaced one finishes its streams, and hands new requests to its
 	// successor; see fromBus).
 	p.mu.Lock()
-	var cur *clientConn
-	if e := p.hosts[label]; e != nil {
-		cur = e.conn
-	}
 	c := p.conns[conn]
 	p.mu.Unlock()
 	if t == messages.TypeTakeover {
-		if cur != nil && cur.holder != conn {
-			cur.replaced(conn)
+		m, err := messages.Decode(frame)
+		if tk, ok := m.(*messages.Takeover); err == nil && ok && c != nil {
+			c.replaced(tk.Successor)
 		}
 		return
 	}
-	if c == nil || c.label != label {
-		// The requester's view of the registry is stale: the connection it
-		// named was ours and is gone. Answer at once rather than let it
-		// time out. A connection of another instance is that instance's to
-		// answer for: this one may still be subscribed only to finish the
-		// streams of a connection that moved there, and an error from here
-		// would race the real answer.
-		if (t == messages.TypeHTTPRequest || t == messages.TypeWSRequest) && p.ownsConnName(conn) {
-			if id, ok := messages.PeekID(frame); ok {
-				p.replyError(replyTo, conn, id, messages.CodeUnavailable, 0)
-			}
-		}
+	if c != nil {
+		c.fromBus(replyTo, frame)
 		return
 	}
-	c.fromBus(replyTo, frame)
+	if !p.ownsConnName(conn) || (t != messages.TypeHTTPRequest && t != messages.TypeWSRequest) {
+		return
+	}
+	id, _ := messages.PeekID(frame)
+	if succ := p.movedTo(conn); succ != "" && t == messages.TypeHTTPRequest {
+		// The requester's cache still named a connection that was replaced
+		// and has closed since: the request goes where the hostname went.
+		p.post(instanceOf(succ), messages.AppendEnvelopeFrame(nil, replyTo, succ, frame), streamKey(id), nil)
+		return
+	}
+	// The connection it named was ours and is gone: answer at once rather
+	// than let the visitor wait for the timeout. The hostname may be held
+	// elsewhere by now; the requester may look again.
+	p.replyError(replyTo, conn, id, messages.CodeGone, 0)
 }
 
-// replyError sends an Error for id to the instance that asked. It never
-// blocks: it may run on the bus's delivery goroutine.
+// replyError sends an Error for id to the instance that asked, without
+// waiting.
 func (p *Proxy) replyError(replyTo, conn string, id messages.ID, code messages.ErrorCode, retryAfter uint32) {
-	payload := messages.AppendEnvelope(nil, p.instance, conn, &messages.Error{ID: id, Code: code, RetryAfter: retryAfter})
-	p.post(bus.InstanceTopic(replyTo), payload)
+	payload := messages.AppendReplyMessage(nil, conn, &messages.Error{ID: id, Code: code, RetryAfter: retryAfter})
+	p.post(replyTo, payload, streamKey(id), nil)
 }
 
 // control queues a frame for the client ahead of all data.
@@ -152,7 +145,7 @@ func (c *clientConn) fromBus(replyTo string, payloadFrame []byte) {
 			delete(c.handedOff, id)
 		}
 		c.mu.Unlock()
-		c.p.post(bus.HostTopic(c.label), messages.AppendEnvelopeFrame(nil, replyTo, succ, frame))
+		c.p.post(instanceOf(succ), messages.AppendEnvelopeFrame(nil, replyTo, succ, frame), streamKey(id), nil)
 		return
 	}
 	c.mu.Unlock()
@@ -264,7 +257,7 @@ func (c *clientConn) openStream(replyTo string, id messages.ID, frame []byte, ws
 				c.handedOff[id] = succ
 			}
 			c.mu.Unlock()
-			c.p.post(bus.HostTopic(c.label), messages.AppendEnvelopeFrame(nil, replyTo, succ, frame))
+			c.p.post(instanceOf(succ), messages.AppendEnvelopeFrame(nil, replyTo, succ, frame), streamKey(id), nil)
 			return
 		}
 	}
@@ -308,7 +301,7 @@ func (c *clientConn) failStream(id messages.ID, replyTo string, code websocket.S
 	td := &messages.WSTeardown{ID: id, Code: uint16(code), Reason: reason}
 	// Behind the messages already on their way: they passed.
 	c.out.Data(id, messages.Encode(td), 0)
-	c.p.post(bus.InstanceTopic(replyTo), messages.AppendEnvelope(nil, c.p.instance, c.holder, td))
+	c.p.post(replyTo, messages.AppendReplyMessage(nil, c.holder, td), streamKey(id), nil)
 }
 
 // resetStream ends a stream from the middle: the client is told to stop,
@@ -403,8 +396,13 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 		return false
 	}
 	// Every data byte counts against the connection's credit until it has
-	// left here, dropped or passed on.
-	defer c.passed(n)
+	// left here: dropped, or published (see publishTo).
+	published := false
+	defer func() {
+		if !published {
+			c.passed(n)
+		}
+	}()
 
 	now := time.Now()
 	c.mu.Lock()
@@ -508,7 +506,8 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 			return true
 		}
 	}
-	c.publishTo(replyTo, frame)
+	published = true
+	c.publishTo(replyTo, id, frame, n)
 	return true
 }
 
@@ -538,22 +537,35 @@ func (c *clientConn) passed(n int) {
 	}
 }
 
-// publishTo sends a frame to the instance waiting for it.
-func (c *clientConn) publishTo(replyTo string, frame []byte) {
+// publishTo sends a frame to the instance serving its stream, without
+// waiting, and returns its n bytes of connection credit once it has left.
+// One that reaches nobody means that instance is gone: the stream is
+// over for the client too.
+func (c *clientConn) publishTo(replyTo string, id messages.ID, frame []byte, n int) {
 	var payload []byte
-	if n := messages.EnvelopeSize(c.p.instance, c.holder, len(frame)); n <= stream.BufCap {
+	if size := messages.ReplySize(c.holder, len(frame)); size <= stream.BufCap {
 		payload = stream.Buf()
 	} else {
-		payload = make([]byte, 0, n)
+		payload = make([]byte, 0, size)
 	}
-	payload = messages.AppendEnvelopeFrame(payload, c.p.instance, c.holder, frame)
-	defer stream.Release(payload) // the bus is done with it once Publish returns
-	ctx, cancel := context.WithTimeout(c.p.ctx, writeTimeout)
-	defer cancel()
-	n, err := c.p.publish(ctx, bus.InstanceTopic(replyTo), payload)
-	if err != nil || n == 0 {
-		c.log.Debug("reply not delivered", "to", replyTo, "err", err)
-	}
+	payload = messages.AppendReply(payload, c.holder, frame)
+	c.p.post(replyTo, payload, streamKey(id), func(got int, err error) {
+		c.passed(n)
+		if err == nil && got > 0 {
+			return
+		}
+		c.log.Debug("reply not delivered", "to", replyTo, "req", id, "err", err)
+		c.mu.Lock()
+		r := c.streams[id]
+		if r != nil {
+			c.abortLocked(r, time.Now())
+		}
+		c.mu.Unlock()
+		if r != nil {
+			c.out.Forget(id)
+			c.control(&messages.Error{ID: id, Code: messages.CodeCanceled, Reason: "visitor's proxy gone"})
+		}
+	})
 }
 
 // replaced is called when a newer connection, successor ("" if unknown),

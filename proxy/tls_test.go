@@ -211,7 +211,7 @@ func TestHostPolicy(t *testing.T) {
 	t.Cleanup(func() { p.Shutdown(context.Background()) })
 	ctx := context.Background()
 	online, offline := strings.Repeat("a", 52), strings.Repeat("b", 52)
-	if err := m.Claim(ctx, online, "someone", time.Minute); err != nil {
+	if _, err := m.Claim(ctx, online, "someone", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

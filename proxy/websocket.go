@@ -55,7 +55,7 @@ func (p *Proxy) serveWebSocket(w http.ResponseWriter, r *http.Request, label str
 	}
 	vs := p.openStream(req.ID, label, holder, stream.Config{RecvWindow: int(req.Window), SendCredit: messages.InitialWindow})
 	defer p.closeStream(vs)
-	if status := p.publishRequest(r.Context(), label, holder, frame); status != 0 {
+	if status := p.publishRequest(r.Context(), holder, frame); status != 0 {
 		publicError(w, status)
 		return
 	}

@@ -40,6 +40,8 @@ func Run(t *testing.T, newBus func(t *testing.T) (bus.Bus, bus.Registry)) {
 		{"RegistryClaim", testRegistryClaim},
 		{"RegistryExpiry", testRegistryExpiry},
 		{"RegistryRefreshExtends", testRegistryRefreshExtends},
+		{"Instances", testInstances},
+		{"PublishBatch", testPublishBatch},
 		{"Close", testClose},
 	}
 	for _, tt := range tests {
@@ -423,13 +425,24 @@ func testRegistryClaim(t *testing.T, _ bus.Bus, r bus.Registry) {
 		t.Fatalf("Release of an unknown name: %v", err)
 	}
 
+	// claim claims name for holder and checks the previous holder it
+	// reports.
+	claim := func(holder, wantPrev string) func() error {
+		return func() error {
+			prev, err := r.Claim(ctx, name, holder, ttl)
+			if err == nil && prev != wantPrev {
+				err = fmt.Errorf("Claim reported previous holder %q, want %q", prev, wantPrev)
+			}
+			return err
+		}
+	}
 	steps := []struct {
 		desc string
 		do   func() error
 		want string // holder afterwards, "" for none
 	}{
-		{"a claims", func() error { return r.Claim(ctx, name, "a", ttl) }, "a"},
-		{"b claims: newest wins", func() error { return r.Claim(ctx, name, "b", ttl) }, "b"},
+		{"a claims", claim("a", ""), "a"},
+		{"b claims: newest wins", claim("b", "a"), "b"},
 		{"a refreshes: not the holder", func() error {
 			if refresh(t, ctx, r, name, "a", ttl) {
 				return errors.New("refresh by a non-holder reported true")
@@ -450,8 +463,8 @@ func testRegistryClaim(t *testing.T, _ bus.Bus, r bus.Registry) {
 			}
 			return nil
 		}, ""},
-		{"a claims again", func() error { return r.Claim(ctx, name, "a", ttl) }, "a"},
-		{"a claims once more", func() error { return r.Claim(ctx, name, "a", ttl) }, "a"},
+		{"a claims again", claim("a", ""), "a"},
+		{"a claims once more", claim("a", "a"), "a"},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {
@@ -464,7 +477,7 @@ func testRegistryClaim(t *testing.T, _ bus.Bus, r bus.Registry) {
 
 	// Names are independent.
 	other := unique(t, "host")
-	if err := r.Claim(ctx, other, "c", ttl); err != nil {
+	if _, err := r.Claim(ctx, other, "c", ttl); err != nil {
 		t.Fatal(err)
 	}
 	if got := lookup(t, ctx, r, name); got != "a" {
@@ -497,7 +510,7 @@ func pollPause(ctx context.Context) {
 func testRegistryExpiry(t *testing.T, _ bus.Bus, r bus.Registry) {
 	ctx := testCtx(t)
 	name := unique(t, "host")
-	if err := r.Claim(ctx, name, "a", 200*time.Millisecond); err != nil {
+	if _, err := r.Claim(ctx, name, "a", 200*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -517,7 +530,7 @@ func testRegistryRefreshExtends(t *testing.T, _ bus.Bus, r bus.Registry) {
 	ctx := testCtx(t)
 	kept, clock := unique(t, "kept"), unique(t, "clock")
 	const short = 200 * time.Millisecond
-	if err := r.Claim(ctx, kept, "a", short); err != nil {
+	if _, err := r.Claim(ctx, kept, "a", short); err != nil {
 		t.Fatal(err)
 	}
 	if !refresh(t, ctx, r, kept, "a", time.Minute) {
@@ -525,7 +538,7 @@ func testRegistryRefreshExtends(t *testing.T, _ bus.Bus, r bus.Registry) {
 	}
 	// The clock entry is claimed after kept with the same short TTL, so once
 	// it has expired, kept's original TTL has passed too.
-	if err := r.Claim(ctx, clock, "a", short); err != nil {
+	if _, err := r.Claim(ctx, clock, "a", short); err != nil {
 		t.Fatal(err)
 	}
 	waitGone(t, ctx, r, clock)
@@ -552,4 +565,105 @@ func testClose(t *testing.T, b bus.Bus, _ bus.Registry) {
 		t.Fatalf("second Close: %v", err)
 	}
 	rec.empty(t, "after Close")
+}
+
+func testInstances(t *testing.T, _ bus.Bus, r bus.Registry) {
+	ctx := testCtx(t)
+	long, short := unique(t, "inst"), unique(t, "inst")
+	if err := r.Heartbeat(ctx, long, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Heartbeat(ctx, short, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	has := func(ids []string, id string) bool {
+		for _, x := range ids {
+			if x == id {
+				return true
+			}
+		}
+		return false
+	}
+	ids, err := r.Instances(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !has(ids, long) || !has(ids, short) {
+		t.Fatalf("Instances = %q, want both %q and %q", ids, long, short)
+	}
+	// The short-lived one leaves once its heartbeat expires; the other
+	// stays, and a heartbeat brings one back.
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		ids, err = r.Instances(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !has(ids, short) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q still listed after its heartbeat expired", short)
+		}
+		pollPause(ctx)
+	}
+	if !has(ids, long) {
+		t.Fatalf("%q left with the other", long)
+	}
+	if err := r.Heartbeat(ctx, short, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ = r.Instances(ctx); !has(ids, short) {
+		t.Fatalf("%q not back after a heartbeat", short)
+	}
+}
+
+func testPublishBatch(t *testing.T, b bus.Bus, _ bus.Registry) {
+	bb, ok := b.(bus.Batcher)
+	if !ok {
+		t.Skip("the bus does not batch")
+	}
+	ctx := testCtx(t)
+	a, c := unique(t, "topic"), unique(t, "topic")
+	ra, rc := newRecorder(64), newRecorder(64)
+	subscribe(t, ctx, b, a, ra.handle)
+	subscribe(t, ctx, b, c, rc.handle)
+	var msgs []bus.Message
+	for i := range 20 {
+		topic := a
+		if i%3 == 0 {
+			topic = c
+		}
+		msgs = append(msgs, bus.Message{Topic: topic, Payload: []byte(fmt.Sprintf("%s %d", topic, i))})
+	}
+	nobody := unique(t, "topic")
+	msgs = append(msgs, bus.Message{Topic: nobody, Payload: []byte("lost")})
+	n, err := bb.PublishBatch(ctx, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range msgs {
+		want := 1
+		if m.Topic == nobody {
+			want = 0
+		}
+		if n[i] != want {
+			t.Fatalf("message %d to %s: %d receivers, want %d", i, m.Topic, n[i], want)
+		}
+	}
+	// Each topic's messages arrive in the order they were given.
+	for _, m := range msgs {
+		var got []byte
+		switch m.Topic {
+		case a:
+			got = ra.next(t)
+		case c:
+			got = rc.next(t)
+		default:
+			continue
+		}
+		if !bytes.Equal(got, m.Payload) {
+			t.Fatalf("got %q, want %q", got, m.Payload)
+		}
+	}
 }

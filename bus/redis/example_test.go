@@ -22,7 +22,7 @@ func ExampleNew() {
 		Logger: slog.Default(),
 		OnReconnect: func() {
 			// A restarted Redis has forgotten the registry.
-			if err := b.Claim(context.Background(), host, holder, 30*time.Second); err != nil {
+			if _, err := b.Claim(context.Background(), host, holder, 30*time.Second); err != nil {
 				slog.Error("re-announce", "host", host, "err", err)
 			}
 		},
@@ -42,7 +42,7 @@ func ExampleNew() {
 	}
 	defer sub.Unsubscribe(ctx)
 
-	if err := b.Claim(ctx, host, holder, 30*time.Second); err != nil {
+	if _, err := b.Claim(ctx, host, holder, 30*time.Second); err != nil {
 		fmt.Println(err)
 	}
 }

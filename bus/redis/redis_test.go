@@ -93,7 +93,7 @@ func TestNew(t *testing.T) {
 				if err := b.Ping(ctx); err != nil {
 					t.Fatalf("Ping: %v", err)
 				}
-				if err := b.Claim(ctx, "new-test-"+tt.name, "me", time.Minute); err != nil {
+				if _, err := b.Claim(ctx, "new-test-"+tt.name, "me", time.Minute); err != nil {
 					t.Fatalf("Claim: %v", err)
 				}
 				return
@@ -258,7 +258,7 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.wait(t, "before")
-	if err := b.Claim(ctx, "restart.example", "me", time.Minute); err != nil {
+	if _, err := b.Claim(ctx, "restart.example", "me", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 
@@ -313,7 +313,7 @@ func TestRestart(t *testing.T) {
 	if _, err := b.Lookup(ctx, "restart.example"); !errors.Is(err, bus.ErrNotFound) {
 		t.Fatalf("Lookup after restart: %v, want ErrNotFound", err)
 	}
-	if err := b.Claim(ctx, "restart.example", "me", time.Minute); err != nil {
+	if _, err := b.Claim(ctx, "restart.example", "me", time.Minute); err != nil {
 		t.Fatalf("Claim after restart: %v", err)
 	}
 	if n, err := b.Publish(ctx, topic, []byte("count")); err != nil || n != 1 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -24,19 +25,56 @@ func ttlMillis(ttl time.Duration) (int64, error) {
 	return ms, nil
 }
 
-// Claim implements [bus.Registry]: SET with PX, replacing any holder.
-func (b *Bus) Claim(ctx context.Context, name, holder string, ttl time.Duration) error {
+// Claim implements [bus.Registry]: SET with PX and GET (Redis 6.2 and
+// later), replacing any holder and returning it.
+func (b *Bus) Claim(ctx context.Context, name, holder string, ttl time.Duration) (string, error) {
 	if b.closed.Load() {
-		return bus.ErrClosed
+		return "", bus.ErrClosed
 	}
 	ms, err := ttlMillis(ttl)
 	if err != nil {
-		return fmt.Errorf("redis bus: claim: %w", err)
+		return "", fmt.Errorf("redis bus: claim: %w", err)
 	}
-	if err := b.client.Set(ctx, regKey(name), holder, time.Duration(ms)*time.Millisecond).Err(); err != nil {
-		return fmt.Errorf("redis bus: claim: %w", err)
+	prev, err := b.client.SetArgs(ctx, regKey(name), holder, goredis.SetArgs{TTL: time.Duration(ms) * time.Millisecond, Get: true}).Result()
+	if errors.Is(err, goredis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("redis bus: claim: %w", err)
+	}
+	return prev, nil
+}
+
+// instancesKey is the sorted set of live instances, scored by when their
+// last heartbeat expires (unix milliseconds).
+const instancesKey = "keyhole:instances"
+
+// Heartbeat implements [bus.Registry]: ZADD with the expiry as the score.
+func (b *Bus) Heartbeat(ctx context.Context, instance string, ttl time.Duration) error {
+	if b.closed.Load() {
+		return bus.ErrClosed
+	}
+	exp := time.Now().Add(ttl).UnixMilli()
+	if err := b.client.ZAdd(ctx, instancesKey, goredis.Z{Score: float64(exp), Member: instance}).Err(); err != nil {
+		return fmt.Errorf("redis bus: heartbeat: %w", err)
 	}
 	return nil
+}
+
+// Instances implements [bus.Registry]: the members whose expiry has not
+// passed; the expired ones are removed on the way.
+func (b *Bus) Instances(ctx context.Context) ([]string, error) {
+	if b.closed.Load() {
+		return nil, bus.ErrClosed
+	}
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	pipe := b.client.TxPipeline()
+	pipe.ZRemRangeByScore(ctx, instancesKey, "-inf", "("+now)
+	live := pipe.ZRangeByScore(ctx, instancesKey, &goredis.ZRangeBy{Min: now, Max: "+inf"})
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("redis bus: instances: %w", err)
+	}
+	return live.Val(), nil
 }
 
 // Refresh implements [bus.Registry]: PEXPIRE, only if holder still holds
