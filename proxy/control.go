@@ -80,7 +80,8 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		publicError(w, http.StatusForbidden)
 		return
 	}
-	if !p.track() {
+	if p.isDraining() || !p.track() {
+		// A client connecting now must go to an instance that stays.
 		publicError(w, http.StatusServiceUnavailable)
 		return
 	}

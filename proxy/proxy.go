@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyhole-tunnel/keyhole/bus"
@@ -65,7 +66,10 @@ type Proxy struct {
 	hosts       map[string]*hostEntry          // hostnames whose client this instance holds
 	conns       map[string]*clientConn         // every client connection attached here, by holder
 	moved       map[string]moved               // replaced connections that closed lately
+	forwards    map[messages.ID]moved          // streams whose frames follow them there
 	draining    bool
+	drainFlag   atomic.Bool // draining, for the hot path
+	stopping    bool        // Shutdown has begun: nothing new starts
 	access      *Access // nil admits every key
 }
 
@@ -95,6 +99,7 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 		hosts:       make(map[string]*hostEntry),
 		conns:       make(map[string]*clientConn),
 		moved:       make(map[string]moved),
+		forwards:    make(map[messages.ID]moved),
 		routes:      make(map[string]route),
 		access:      cfg.Access,
 	}
@@ -208,6 +213,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.misdirected(w, r) { // TLS: SNI and Host name different hosts; see tls.go
 		return
 	}
+	if p.drainFlag.Load() && r.ProtoMajor == 1 {
+		// The connection's next request belongs to another instance.
+		w.Header().Set("Connection", "close")
+	}
 	host := normalizeHost(r.Host)
 	if label, ok := p.tunnelLabel(host); ok {
 		p.serveTunnel(w, r, host, label)
@@ -244,19 +253,41 @@ func (p *Proxy) tunnelLabel(host string) (string, bool) {
 	return label, true
 }
 
-// Shutdown drains the instance: new clients and public requests are
-// refused, connected clients are told to reconnect elsewhere, in-flight
-// exchanges get up to ctx's deadline to finish, and then every client
-// connection is closed. It returns when everything the proxy started has
-// stopped.
-func (p *Proxy) Shutdown(ctx context.Context) error {
+// Drain begins a graceful stop without stopping anything. The instance
+// reports not ready (Ready, /readyz), refuses new client connections and
+// public WebSockets (they retry elsewhere), answers every HTTP/1.1 request
+// with Connection: close so that keep-alive connections move on, and tells
+// its clients to reconnect to another instance. It goes on serving every
+// request until Shutdown. Call it when a stop is decided, give the load
+// balancer time to notice, then call Shutdown. Calling it again does
+// nothing.
+func (p *Proxy) Drain() {
 	p.mu.Lock()
+	if p.draining {
+		p.mu.Unlock()
+		return
+	}
 	p.draining = true
+	p.drainFlag.Store(true)
 	conns := p.localConns()
 	p.mu.Unlock()
+	p.log.Info("draining")
 	for _, c := range conns {
 		c.goAway()
 	}
+}
+
+// Shutdown stops the instance: it drains (see Drain) if Drain was not
+// called, lets in-flight exchanges finish until ctx's deadline, gives its
+// clients a moment to register elsewhere, and then closes every client
+// connection. It returns when everything the proxy started has stopped.
+// It does not stop the listeners: the caller's http.Server does, with its
+// own Shutdown.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.Drain()
+	p.mu.Lock()
+	p.stopping = true
+	p.mu.Unlock()
 	// Let in-flight exchanges finish, and give the clients a moment to
 	// register on another instance (which replaces their connections here),
 	// until ctx ends.
@@ -298,12 +329,12 @@ func (p *Proxy) pendingCount() int {
 }
 
 // track counts a long-lived connection (a client, or a public WebSocket)
-// that Shutdown must wait for. It refuses once draining has begun, so that
+// that Shutdown must wait for. It refuses once Shutdown has begun, so that
 // no connection starts after Shutdown began waiting.
 func (p *Proxy) track() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.draining {
+	if p.stopping {
 		return false
 	}
 	p.wg.Add(1)

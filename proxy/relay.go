@@ -94,13 +94,25 @@ func (p *Proxy) onClientFrame(replyTo, conn string, frame []byte) {
 		c.fromBus(replyTo, frame)
 		return
 	}
+	if succ, last := p.forwarded(frame); succ != "" {
+		id, _ := messages.PeekID(frame)
+		p.post(instanceOf(succ), messages.AppendEnvelopeFrame(nil, replyTo, succ, frame), streamKey(id), nil)
+		if last {
+			p.forgetForward(id)
+		}
+		return
+	}
 	if !p.ownsConnName(conn) || (t != messages.TypeHTTPRequest && t != messages.TypeWSRequest) {
 		return
 	}
 	id, _ := messages.PeekID(frame)
 	if succ := p.movedTo(conn); succ != "" && t == messages.TypeHTTPRequest {
 		// The requester's cache still named a connection that was replaced
-		// and has closed since: the request goes where the hostname went.
+		// and has closed since: the request goes where the hostname went,
+		// and its body, which still comes here, follows it.
+		if m, err := messages.Decode(frame); err == nil && m.(*messages.HTTPRequest).Body {
+			p.forwardStream(id, succ)
+		}
 		p.post(instanceOf(succ), messages.AppendEnvelopeFrame(nil, replyTo, succ, frame), streamKey(id), nil)
 		return
 	}

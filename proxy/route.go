@@ -306,6 +306,42 @@ func (p *Proxy) movedTo(conn string) string {
 	return ""
 }
 
+// forwardStream records that the frames of stream id that still come here
+// go on to successor: it was handed there after its connection closed.
+func (p *Proxy) forwardStream(id messages.ID, successor string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.forwards[id] = moved{successor: successor, until: time.Now().Add(movedTTL)}
+}
+
+// forwarded returns where a frame of a forwarded stream goes, and whether
+// it is the visitor side's last.
+func (p *Proxy) forwarded(frame []byte) (successor string, last bool) {
+	id, ok := messages.PeekID(frame)
+	if !ok {
+		return "", false
+	}
+	p.mu.Lock()
+	f, ok := p.forwards[id]
+	p.mu.Unlock()
+	if !ok || time.Now().After(f.until) {
+		return "", false
+	}
+	m, err := messages.Decode(frame)
+	return f.successor, err == nil && endsVisitorSide(m)
+}
+
+func (p *Proxy) forgetForward(id messages.ID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.forwards, id)
+	for k, f := range p.forwards {
+		if time.Now().After(f.until) {
+			delete(p.forwards, k)
+		}
+	}
+}
+
 // heartbeats keeps this instance in the registry's list of live instances
 // until ctx ends.
 func (p *Proxy) heartbeats(ctx context.Context) {

@@ -14,7 +14,10 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +44,7 @@ type options struct {
 	listen, domain, publicURL string
 	cpuProfile                string
 	timeout, idleTimeout      time.Duration
+	drain                     time.Duration
 	ping                      time.Duration
 	maxBody, minBodyRate      limiter.Size
 	maxWindow                 limiter.Size
@@ -68,6 +72,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.Var(&o.windowBudget, "window-budget", "memory `size` the windows of all streams on this instance may grow\ninto, together; with --bus redis keep it below Redis's pub/sub output\nbuffer limit (32MB by default)")
 	fs.Float64Var(&o.rate, "rate", 0, "requests and WebSocket messages per second allowed on each client connection\n(0 = no limit); over it, the public gets 429 with Retry-After")
 	fs.IntVar(&o.burst, "burst", 0, "burst allowed above --rate (default twice the rate)")
+	fs.DurationVar(&o.drain, "drain", 5*time.Second, "on SIGTERM, how long to go on serving while reporting not ready, so a\nload balancer moves away and clients move to other instances, before\nthe proxy stops listening (with --bus redis only; 0 stops at once)")
 	fs.DurationVar(&o.ping, "ping", 10*time.Second, "ping interval on idle client connections; a client silent for\ntwice this long is dropped")
 	fs.Var(&o.trusted, "trusted-proxies", "comma-separated `CIDRs` of load balancers whose X-Forwarded-* headers\nare believed (default none)")
 	fs.StringVar(&o.token, "token", "", "registration `token` every client must present (default none)")
@@ -272,7 +277,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		p.Shutdown(context.Background())
 		return fmt.Errorf("serve: %w", err)
 	}
-	log.Info("shutting down: draining clients and in-flight requests", "grace", o.timeout)
+	if o.bus != "memory" && o.drain > 0 {
+		// Still serving, but not ready: the load balancer moves away, and
+		// the clients move to the other instances. With the in-memory bus
+		// there is no other instance to move to.
+		log.Info("draining: not ready, still serving", "for", o.drain)
+		p.Drain()
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+		select {
+		case <-time.After(o.drain):
+		case <-again:
+			log.Info("second signal: stopping now")
+		}
+		signal.Stop(again)
+	}
+	log.Info("shutting down: no longer listening; finishing in-flight requests", "grace", o.timeout)
 	sctx, cancel := context.WithTimeout(context.Background(), o.timeout+5*time.Second)
 	defer cancel()
 	shutdownErr := make(chan error, 1)

@@ -159,9 +159,15 @@ func nginxConf(t *testing.T, port int, proxies []*proxyProc) string {
 	if n := len(upstreams.FindAllStringIndex(conf, -1)); n != 1 {
 		t.Fatalf("keyhole.conf: %d upstream server sections, want 1", n)
 	}
+	// Each proxy gets the shipped server line's parameters (max_fails,
+	// fail_timeout), so that the test runs what users run.
+	params := regexp.MustCompile(`(?m)^\s*server \S+((?: [a-z_]+=\S+)*);`).FindStringSubmatch(conf)
+	if params == nil {
+		t.Fatal("keyhole.conf: no upstream server line")
+	}
 	var servers strings.Builder
 	for _, pp := range proxies {
-		fmt.Fprintf(&servers, "        server %s max_fails=1 fail_timeout=5s;\n", pp.listen)
+		fmt.Fprintf(&servers, "        server %s%s;\n", pp.listen, params[1])
 	}
 	conf = upstreams.ReplaceAllLiteralString(conf, "# --- upstream servers ---\n"+servers.String()+"        # --- end of upstream servers ---")
 	listen := regexp.MustCompile(`(?m)^(\s*)listen 80;`)

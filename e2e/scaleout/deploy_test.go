@@ -29,9 +29,10 @@ func deployFile(t *testing.T, name string) []byte {
 	return b
 }
 
-// drainBudget is the longest a proxy with the default --timeout takes to
-// stop after SIGTERM (cmd/proxy gives the drain --timeout plus 5 s).
-const drainBudget = 35 * time.Second
+// drainBudget is the longest a proxy with the default --drain and
+// --timeout takes to stop after SIGTERM (cmd/proxy serves for --drain, then
+// gives in-flight requests --timeout plus 5 s).
+const drainBudget = 40 * time.Second
 
 func TestDockerCompose(t *testing.T) {
 	var compose struct {
@@ -153,6 +154,8 @@ type k8sProbe struct {
 		Path string `yaml:"path"`
 		Port string `yaml:"port"`
 	} `yaml:"httpGet"`
+	PeriodSeconds    int `yaml:"periodSeconds"`
+	FailureThreshold int `yaml:"failureThreshold"`
 }
 
 func TestKubernetesManifest(t *testing.T) {
@@ -207,9 +210,21 @@ func TestKubernetesManifest(t *testing.T) {
 	if err != nil {
 		t.Errorf("KEYHOLE_TIMEOUT %q: %v", env["KEYHOLE_TIMEOUT"], err)
 	}
-	need := time.Duration(c.Lifecycle.PreStop.Sleep.Seconds)*time.Second + timeout + 5*time.Second
+	drain, err := time.ParseDuration(env["KEYHOLE_DRAIN"])
+	if err != nil || drain <= 0 {
+		t.Errorf("KEYHOLE_DRAIN %q: want the drain period set, %v", env["KEYHOLE_DRAIN"], err)
+	}
+	need := time.Duration(c.Lifecycle.PreStop.Sleep.Seconds)*time.Second + drain + timeout + 5*time.Second
 	if grace := time.Duration(spec.Grace) * time.Second; grace <= need {
-		t.Errorf("terminationGracePeriodSeconds %v, want more than preStop + timeout + 5s = %v", grace, need)
+		t.Errorf("terminationGracePeriodSeconds %v, want more than preStop + drain + timeout + 5s = %v", grace, need)
+	}
+	// The readiness probe must turn the pod out of the Service before the
+	// drain ends, or the ingress still sends to it when it stops listening.
+	if r := c.Readiness; r != nil {
+		out := time.Duration(r.PeriodSeconds*max(r.FailureThreshold, 1)) * time.Second
+		if out >= drain {
+			t.Errorf("readiness probe takes %v to turn the pod out, not less than KEYHOLE_DRAIN %v", out, drain)
+		}
 	}
 	// KEYHOLE_BUS names a Redis Service of this manifest.
 	m := regexp.MustCompile(`^redis://([a-z0-9-]+):(\d+)/\d+$`).FindStringSubmatch(env["KEYHOLE_BUS"])
