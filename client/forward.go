@@ -87,8 +87,8 @@ func (s *session) roundTrip(ctx context.Context, m *messages.HTTPRequest, st *st
 		return resp.StatusCode, 0
 	}
 	_, err = stream.SendBody(ctx, st, resp.Body, stream.BodyOptions{
-		Length: resp.ContentLength,
-		Limit:  maxBody,
+		Length:  resp.ContentLength,
+		Limit:   maxBody,
 		Trailer: func() messages.Header { return messages.TrailerFields(resp.Trailer) },
 	})
 	switch {

@@ -108,11 +108,32 @@ func (p *Proxy) reannounce(ctx context.Context, c *clientConn) error {
 	return c.announce(ctx)
 }
 
+// newHolder names a client connection attached to instance at t. The name
+// orders connections by when they registered: a fixed-width hex time, then
+// randomness.
+func newHolder(instance string, t time.Time) string {
+	return fmt.Sprintf("%s/%016x%s", instance, uint64(t.UnixNano()), randomToken(4))
+}
+
+// newerHolder reports whether connection a registered after connection b,
+// by the times in their names; ties, and names not made by newHolder, go
+// by byte order so that every instance reaches the same answer.
+func newerHolder(a, b string) bool {
+	_, sa, _ := strings.Cut(a, "/")
+	_, sb, _ := strings.Cut(b, "/")
+	if sa != sb {
+		return sa > sb
+	}
+	return a > b
+}
+
 // announce makes sure the registry names c for its hostname: it extends
 // c's entry, or claims the hostname again when the entry has vanished (the
 // registry restarted, or the entry expired while the registry was
-// unreachable). When another connection holds the hostname, c has been
-// replaced without hearing of it, and is treated so.
+// unreachable) or names an older connection (a Redis failover lost c's
+// claim, and the replica it promoted still had the previous holder's).
+// When a newer connection holds the hostname, c has been replaced without
+// hearing of it, and is treated so.
 func (c *clientConn) announce(ctx context.Context) error {
 	c.mu.Lock()
 	gone := c.gone
@@ -132,7 +153,15 @@ func (c *clientConn) announce(ctx context.Context) error {
 		return err
 	case err != nil:
 		return err
-	case holder != c.holder:
+	case holder == c.holder:
+	case newerHolder(c.holder, holder):
+		c.log.Warn("registry named an older connection; claiming the hostname again", "older", holder)
+		_, err := reg.Claim(ctx, c.label, c.holder, ttl)
+		if err == nil {
+			c.p.announceTakeover(ctx, c.label, holder, c.holder)
+		}
+		return err
+	default:
 		c.replaced(holder)
 	}
 	return nil

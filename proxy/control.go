@@ -98,7 +98,7 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 	c := &clientConn{
 		p:       p,
 		ws:      ws,
-		holder:  p.instance + "/" + randomToken(8),
+		holder:  newHolder(p.instance, time.Now()),
 		label:   label,
 		rate:    limiter.NewRate(p.cfg.Rate, p.cfg.Burst),
 		out:     stream.NewWriter(messages.InitialConnWindow, maxControlQueue),

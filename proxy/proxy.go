@@ -70,7 +70,7 @@ type Proxy struct {
 	draining    bool
 	drainFlag   atomic.Bool // draining, for the hot path
 	stopping    bool        // Shutdown has begun: nothing new starts
-	access      *Access // nil admits every key
+	access      *Access     // nil admits every key
 }
 
 // connBudget is the share of the instance's window budget that the

@@ -383,8 +383,8 @@ func (ex *exchange) startUpload() {
 		var received int64
 		last := start
 		_, err := stream.SendBody(context.Background(), ex.vs.Stream, ex.body, stream.BodyOptions{
-			Length: r.ContentLength,
-			Limit:  int64(p.cfg.MaxBody),
+			Length:  r.ContentLength,
+			Limit:   int64(p.cfg.MaxBody),
 			Trailer: func() messages.Header { return messages.TrailerFields(r.Trailer) },
 			BeforeRead: func() {
 				deadline := last.Add(p.cfg.IdleTimeout)

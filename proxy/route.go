@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"hash/maphash"
 	"net/http"
 	"strings"
 	"sync"
@@ -92,11 +91,6 @@ func (p *Proxy) post(instance string, payload []byte, key uint64, done func(n in
 func streamKey(id messages.ID) uint64 {
 	return uint64(id[0]) | uint64(id[1])<<8 | uint64(id[2])<<16 | uint64(id[3])<<24
 }
-
-var seed = maphash.MakeSeed()
-
-// nameKey is the lane key of frames not tied to a stream.
-func nameKey(s string) uint64 { return maphash.String(seed, s) }
 
 // lanes is how many publishing goroutines an instance runs over a bus that
 // batches; each keeps its payloads in order.

@@ -105,3 +105,47 @@ func TestRequestForReplacedConnectionFollowsTheTakeover(t *testing.T) {
 		t.Errorf("request in flight on the replaced connection: %d, want 200", code)
 	}
 }
+
+// TestLostClaimIsClaimedAgain: when the registry goes back to naming an
+// older connection for a hostname (a Redis failover promoted a replica
+// that had not yet seen the newer claim), the newer connection claims the
+// hostname again instead of taking itself for replaced, and keeps serving
+// through every instance.
+func TestLostClaimIsClaimedAgain(t *testing.T) {
+	m := bus.NewMemory()
+	cfg := proxy.Config{Bus: m, Registry: m, Timeout: 5 * time.Second}
+	a := tunneltest.StartProxy(t, cfg)
+	b := tunneltest.StartProxy(t, cfg)
+	key := tunneltest.NewKey(t)
+	serve := func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) })
+	}
+	first := a.Connect(&client.Client{Key: key, Handler: serve("first")})
+	label := first.Host()[:52]
+	older, err := m.Lookup(context.Background(), label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Connect(&client.Client{Key: key, Handler: serve("second")})
+	tunneltest.Eventually(t, 5*time.Second, "A routes to the second connection", func() bool {
+		code, body := a.Get(t, first.URL+"/")
+		return code == http.StatusOK && body == "second"
+	})
+	newer, _ := m.Lookup(context.Background(), label)
+
+	// The failover: the registry names the first connection again.
+	if _, err := m.Claim(context.Background(), label, older, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Proxy.Reannounce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := m.Lookup(context.Background(), label); h != newer {
+		t.Fatalf("registry names %q after the re-announce, want the newer connection %q", h, newer)
+	}
+	for _, via := range []*tunneltest.Env{a, b} {
+		if code, body := via.Get(t, first.URL+"/"); code != http.StatusOK || body != "second" {
+			t.Errorf("via %s: %d %q, want 200 from the second connection", via.Addr, code, body)
+		}
+	}
+}

@@ -431,7 +431,7 @@ func testRegistryClaim(t *testing.T, _ bus.Bus, r bus.Registry) {
 		return func() error {
 			prev, err := r.Claim(ctx, name, holder, ttl)
 			if err == nil && prev != wantPrev {
-				err = fmt.Errorf("Claim reported previous holder %q, want %q", prev, wantPrev)
+				err = fmt.Errorf("claim %s reported previous holder %q, want %q", holder, prev, wantPrev)
 			}
 			return err
 		}

@@ -33,15 +33,18 @@ const challengeTTL = time.Hour
 //
 // The cache holds private keys: protect the Redis server accordingly (a
 // password, rediss://, a private network).
+//
+// In cluster mode the keys spread over the shards like any others; each
+// entry is one key, so nothing needs them on one node.
 func (b *Bus) CertCache(prefix string) autocert.Cache {
 	if prefix == "" {
 		prefix = DefaultCertCachePrefix
 	}
-	return &certCache{client: b.client, prefix: prefix}
+	return &certCache{b: b, prefix: prefix}
 }
 
 type certCache struct {
-	client *goredis.Client
+	b      *Bus
 	prefix string
 }
 
@@ -50,11 +53,12 @@ var _ autocert.Cache = (*certCache)(nil)
 // Get returns autocert.ErrCacheMiss for a missing key, which makes
 // autocert order the certificate (or create the account key).
 func (c *certCache) Get(ctx context.Context, key string) ([]byte, error) {
-	data, err := c.client.Get(ctx, c.prefix+key).Bytes()
+	data, err := c.b.client.Get(ctx, c.prefix+key).Bytes()
 	switch {
 	case errors.Is(err, goredis.Nil):
 		return nil, autocert.ErrCacheMiss
 	case err != nil:
+		c.b.failed(err)
 		return nil, fmt.Errorf("redis cert cache: get %s: %w", key, err)
 	}
 	return data, nil
@@ -65,14 +69,16 @@ func (c *certCache) Put(ctx context.Context, key string, data []byte) error {
 	if isChallengeKey(key) {
 		ttl = challengeTTL
 	}
-	if err := c.client.Set(ctx, c.prefix+key, data, ttl).Err(); err != nil {
+	if err := c.b.client.Set(ctx, c.prefix+key, data, ttl).Err(); err != nil {
+		c.b.failed(err)
 		return fmt.Errorf("redis cert cache: put %s: %w", key, err)
 	}
 	return nil
 }
 
 func (c *certCache) Delete(ctx context.Context, key string) error {
-	if err := c.client.Del(ctx, c.prefix+key).Err(); err != nil {
+	if err := c.b.client.Del(ctx, c.prefix+key).Err(); err != nil {
+		c.b.failed(err)
 		return fmt.Errorf("redis cert cache: delete %s: %w", key, err)
 	}
 	return nil

@@ -40,6 +40,7 @@ func (b *Bus) Claim(ctx context.Context, name, holder string, ttl time.Duration)
 		return "", nil
 	}
 	if err != nil {
+		b.failed(err)
 		return "", fmt.Errorf("redis bus: claim: %w", err)
 	}
 	return prev, nil
@@ -56,6 +57,7 @@ func (b *Bus) Heartbeat(ctx context.Context, instance string, ttl time.Duration)
 	}
 	exp := time.Now().Add(ttl).UnixMilli()
 	if err := b.client.ZAdd(ctx, instancesKey, goredis.Z{Score: float64(exp), Member: instance}).Err(); err != nil {
+		b.failed(err)
 		return fmt.Errorf("redis bus: heartbeat: %w", err)
 	}
 	return nil
@@ -72,6 +74,7 @@ func (b *Bus) Instances(ctx context.Context) ([]string, error) {
 	pipe.ZRemRangeByScore(ctx, instancesKey, "-inf", "("+now)
 	live := pipe.ZRangeByScore(ctx, instancesKey, &goredis.ZRangeBy{Min: now, Max: "+inf"})
 	if _, err := pipe.Exec(ctx); err != nil {
+		b.failed(err)
 		return nil, fmt.Errorf("redis bus: instances: %w", err)
 	}
 	return live.Val(), nil
@@ -89,6 +92,7 @@ func (b *Bus) Refresh(ctx context.Context, name, holder string, ttl time.Duratio
 	}
 	n, err := b.refreshScript.Run(ctx, b.client, []string{regKey(name)}, holder, ms).Int()
 	if err != nil {
+		b.failed(err)
 		return false, fmt.Errorf("redis bus: refresh: %w", err)
 	}
 	return n == 1, nil
@@ -100,6 +104,7 @@ func (b *Bus) Release(ctx context.Context, name, holder string) error {
 		return bus.ErrClosed
 	}
 	if err := b.releaseScript.Run(ctx, b.client, []string{regKey(name)}, holder).Err(); err != nil {
+		b.failed(err)
 		return fmt.Errorf("redis bus: release: %w", err)
 	}
 	return nil
@@ -115,6 +120,7 @@ func (b *Bus) Lookup(ctx context.Context, name string) (string, error) {
 		return "", bus.ErrNotFound
 	}
 	if err != nil {
+		b.failed(err)
 		return "", fmt.Errorf("redis bus: lookup: %w", err)
 	}
 	return holder, nil

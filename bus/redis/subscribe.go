@@ -32,6 +32,7 @@ type subscription struct {
 	b     *Bus
 	topic string
 	h     bus.Handler
+	sh    *shard // cluster mode: the shard it was added to
 
 	// mu is held while h runs, so Unsubscribe can wait out a delivery in
 	// progress and guarantee that h is not called after it returns.
@@ -41,11 +42,15 @@ type subscription struct {
 
 // Subscribe implements [bus.Bus]. It returns once Redis has confirmed the
 // subscription, or when ctx ends. Handlers run on the bus's single delivery
-// goroutine and must not block; in particular a handler must not call
-// Unsubscribe on its own subscription.
+// goroutine (in cluster mode: one per topic, so handlers of different topics
+// may run at the same time) and must not block; in particular a handler must
+// not call Unsubscribe on its own subscription.
 func (b *Bus) Subscribe(ctx context.Context, topic string, h bus.Handler) (bus.Subscription, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("redis bus: subscribe %q: %w", topic, err)
+	}
+	if b.cluster != nil {
+		return b.subscribeSharded(ctx, topic, h)
 	}
 	s := &subscription{b: b, topic: topic, h: h}
 	wait := make(chan struct{})
@@ -118,6 +123,10 @@ func (b *Bus) remove(ctx context.Context, s *subscription) {
 	s.cancelled = true
 	s.mu.Unlock()
 	if already {
+		return
+	}
+	if s.sh != nil {
+		b.removeSharded(ctx, s)
 		return
 	}
 
@@ -273,10 +282,16 @@ func (b *Bus) deliver() {
 func (b *Bus) pubsubConnected() {
 	b.resetConnState()
 	if b.connects.Add(1) > 1 {
-		select {
-		case b.reconnected <- struct{}{}:
-		default:
-		}
+		b.signalReconnect()
+	}
+}
+
+// signalReconnect has OnReconnect called, once for any number of signals
+// that arrive before it runs.
+func (b *Bus) signalReconnect() {
+	select {
+	case b.reconnected <- struct{}{}:
+	default:
 	}
 }
 

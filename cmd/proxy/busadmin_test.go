@@ -35,17 +35,25 @@ func TestBadBusExits2WithoutThePassword(t *testing.T) {
 	}
 }
 
-// TestUnreachableRedisExits1 runs against a port where nothing listens.
+// TestUnreachableRedisExits1 runs against a port where nothing listens,
+// with each URL form the flag accepts: a cluster URL passes the flag check
+// and fails only at connecting.
 func TestUnreachableRedisExits1(t *testing.T) {
-	port := testenv.FreePort(t)
-	start := time.Now()
-	code, _, stderr := cmdtest.Run(t, cmdtest.ProxyPkg,
-		[]string{"--listen", "127.0.0.1:0", "--bus", "redis://:hunter2@127.0.0.1:" + strconv.Itoa(port) + "/0"}, nil)
-	if code != 1 || !strings.Contains(stderr, "bus:") || strings.Contains(stderr, "hunter2") {
-		t.Errorf("exit %d, stderr %q; want 1 and a bus error without the password", code, stderr)
-	}
-	if d := time.Since(start); d > 15*time.Second {
-		t.Errorf("took %v to give up", d)
+	port := strconv.Itoa(testenv.FreePort(t))
+	for _, bus := range []string{
+		"redis://:hunter2@127.0.0.1:" + port + "/0",
+		"redis+cluster://:hunter2@127.0.0.1:" + port + ",127.0.0.1:" + port + "/",
+	} {
+		t.Run(strings.SplitN(bus, ":", 2)[0], func(t *testing.T) {
+			start := time.Now()
+			code, _, stderr := cmdtest.Run(t, cmdtest.ProxyPkg, []string{"--listen", "127.0.0.1:0", "--bus", bus}, nil)
+			if code != 1 || !strings.Contains(stderr, "bus:") || strings.Contains(stderr, "hunter2") {
+				t.Errorf("exit %d, stderr %q; want 1 and a bus error without the password", code, stderr)
+			}
+			if d := time.Since(start); d > 15*time.Second {
+				t.Errorf("took %v to give up", d)
+			}
+		})
 	}
 }
 

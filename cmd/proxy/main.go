@@ -17,8 +17,8 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,7 +77,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.Var(&o.trusted, "trusted-proxies", "comma-separated `CIDRs` of load balancers whose X-Forwarded-* headers\nare believed (default none)")
 	fs.StringVar(&o.token, "token", "", "registration `token` every client must present (default none)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	fs.StringVar(&o.bus, "bus", "memory", "how instances share tunnels: `memory` for a single instance, or a Redis\nURL shared by every instance behind one load balancer:\nredis://[:password@]host:port/db, or rediss:// for TLS")
+	fs.StringVar(&o.bus, "bus", "memory", "how instances share tunnels: `memory` for a single instance, or a Redis\nURL shared by every instance behind one load balancer:\nredis://[:password@]host:port/db, or rediss:// for TLS; for a Redis Cluster,\nredis+cluster://[user:password@]host:port,host:port/ (or rediss+cluster://)\nnaming one or more of its nodes")
 	fs.StringVar(&o.admin, "admin", "", "`address` of the admin listener: /healthz, /readyz and Prometheus\n/metrics (default off); keep it off the public network")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file`, for performance work")
 	o.access.register(fs) // access.go
@@ -178,6 +178,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var current atomic.Pointer[proxy.Proxy]
 	var b *redis.Bus
 	if o.bus != "memory" {
+		redis.LogTo(log)
 		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		b, err = redis.New(bctx, o.bus, redis.Options{
 			Logger: log,
@@ -308,14 +309,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// checkBusURL accepts "memory" or a redis:// or rediss:// URL with a host.
+// checkBusURL accepts "memory", a redis:// or rediss:// URL with a host,
+// or a redis+cluster:// or rediss+cluster:// URL naming one or more nodes.
 func checkBusURL(s string) error {
 	if s == "memory" {
 		return nil
 	}
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-		return fmt.Errorf("invalid --bus %q: want memory, redis://host:port/db or rediss://host:port/db", redactURL(s))
+	ok := err == nil && u.Host != ""
+	if ok {
+		switch strings.ToLower(u.Scheme) {
+		case "redis", "rediss", "redis+cluster", "rediss+cluster":
+		default:
+			ok = false
+		}
+	}
+	if !ok {
+		return fmt.Errorf("invalid --bus %q: want memory, redis://host:port/db, rediss://host:port/db or redis+cluster://host:port,host:port/", redactURL(s))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -34,23 +35,56 @@ func deployFile(t *testing.T, name string) []byte {
 // gives in-flight requests --timeout plus 5 s).
 const drainBudget = 40 * time.Second
 
-func TestDockerCompose(t *testing.T) {
-	var compose struct {
-		Services map[string]struct {
-			Image           string            `yaml:"image"`
-			Build           any               `yaml:"build"`
-			Environment     map[string]string `yaml:"environment"`
-			Volumes         []string          `yaml:"volumes"`
-			Ports           []string          `yaml:"ports"`
-			StopGracePeriod string            `yaml:"stop_grace_period"`
-			Networks        map[string]struct {
-				IPv4 string `yaml:"ipv4_address"`
-			} `yaml:"networks"`
-		} `yaml:"services"`
+// composeFile is the part of a compose file the tests read.
+type composeFile struct {
+	Services map[string]composeService `yaml:"services"`
+}
+
+type composeService struct {
+	Image           string            `yaml:"image"`
+	Build           any               `yaml:"build"`
+	Command         []string          `yaml:"command"`
+	Environment     map[string]string `yaml:"environment"`
+	Volumes         []string          `yaml:"volumes"`
+	Ports           []string          `yaml:"ports"`
+	StopGracePeriod string            `yaml:"stop_grace_period"`
+	DependsOn       dependsOn         `yaml:"depends_on"`
+	Networks        map[string]struct {
+		IPv4 string `yaml:"ipv4_address"`
+	} `yaml:"networks"`
+}
+
+// dependsOn is a service's depends_on, in either of its forms: a list of
+// names, or conditions by name.
+type dependsOn map[string]struct {
+	Condition string `yaml:"condition"`
+}
+
+func (d *dependsOn) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.SequenceNode {
+		var names []string
+		if err := n.Decode(&names); err != nil {
+			return err
+		}
+		*d = dependsOn{}
+		for _, name := range names {
+			(*d)[name] = struct {
+				Condition string `yaml:"condition"`
+			}{"service_started"}
+		}
+		return nil
 	}
-	if err := yaml.Unmarshal(deployFile(t, "docker-compose.yml"), &compose); err != nil {
-		t.Fatalf("docker-compose.yml: %v", err)
-	}
+	return n.Decode((*map[string]struct {
+		Condition string `yaml:"condition"`
+	})(d))
+}
+
+// checkCompose checks what every compose file must get right: nginx in
+// front, its upstreams exactly the compose proxies, each proxy listening
+// where nginx sends, trusting only nginx, and stopping within its grace
+// period. checkBus checks each proxy's KEYHOLE_BUS.
+func checkCompose(t *testing.T, compose composeFile, checkBus func(proxy, bus string)) {
+	t.Helper()
 	nginx, ok := compose.Services["nginx"]
 	if !ok {
 		t.Fatal("no nginx service")
@@ -59,9 +93,6 @@ func TestDockerCompose(t *testing.T) {
 		t.Errorf("nginx does not mount keyhole.conf as nginx.conf: %v", nginx.Volumes)
 	}
 	nginxIP := nginx.Networks["keyhole"].IPv4
-	if _, ok := compose.Services["redis"]; !ok {
-		t.Error("no redis service")
-	}
 	// keyhole.conf's upstream servers are exactly the compose proxies.
 	conf := string(deployFile(t, "nginx/keyhole.conf"))
 	upstreams := regexp.MustCompile(`(?m)^\s*server\s+([a-z0-9]+):(\d+)\b`).FindAllStringSubmatch(conf, -1)
@@ -79,9 +110,7 @@ func TestDockerCompose(t *testing.T) {
 			t.Errorf("%s: want both build (deploy/Dockerfile) and an image name", name)
 		}
 		env := p.Environment
-		if !strings.HasPrefix(env["KEYHOLE_BUS"], "redis://redis:6379/") {
-			t.Errorf("%s: KEYHOLE_BUS %q, want the redis service", name, env["KEYHOLE_BUS"])
-		}
+		checkBus(name, env["KEYHOLE_BUS"])
 		if env["KEYHOLE_LISTEN"] != ":"+port {
 			t.Errorf("%s: KEYHOLE_LISTEN %q, but nginx sends to port %s", name, env["KEYHOLE_LISTEN"], port)
 		}
@@ -94,6 +123,81 @@ func TestDockerCompose(t *testing.T) {
 		if d, err := time.ParseDuration(p.StopGracePeriod); err != nil || d <= drainBudget {
 			t.Errorf("%s: stop_grace_period %q, want more than %v", name, p.StopGracePeriod, drainBudget)
 		}
+	}
+}
+
+func readCompose(t *testing.T, name string) composeFile {
+	t.Helper()
+	var compose composeFile
+	if err := yaml.Unmarshal(deployFile(t, name), &compose); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return compose
+}
+
+func TestDockerCompose(t *testing.T) {
+	compose := readCompose(t, "docker-compose.yml")
+	checkCompose(t, compose, func(proxy, bus string) {
+		if !strings.HasPrefix(bus, "redis://redis:6379/") {
+			t.Errorf("%s: KEYHOLE_BUS %q, want the redis service", proxy, bus)
+		}
+	})
+	if _, ok := compose.Services["redis"]; !ok {
+		t.Error("no redis service")
+	}
+}
+
+// TestDockerComposeCluster: the cluster compose file's proxies name only
+// its cluster nodes, which run in cluster mode at distinct fixed
+// addresses, and are joined (three masters, one replica each) before any
+// proxy starts.
+func TestDockerComposeCluster(t *testing.T) {
+	compose := readCompose(t, "docker-compose.cluster.yml")
+	checkCompose(t, compose, func(proxy, bus string) {
+		u, err := url.Parse(bus)
+		if err != nil || u.Scheme != "redis+cluster" {
+			t.Errorf("%s: KEYHOLE_BUS %q, want a redis+cluster:// URL", proxy, bus)
+			return
+		}
+		for _, hp := range strings.Split(u.Host, ",") {
+			host, _, _ := strings.Cut(hp, ":")
+			if n, ok := compose.Services[host]; !ok || !slicesContains(n.Command, "--cluster-enabled") {
+				t.Errorf("%s: KEYHOLE_BUS names %q, not a cluster-enabled service", proxy, hp)
+			}
+		}
+		if p := compose.Services[proxy]; p.DependsOn["redis-cluster-init"].Condition != "service_completed_successfully" {
+			t.Errorf("%s: does not wait for the cluster to be formed: %v", proxy, p.DependsOn)
+		}
+	})
+	init, ok := compose.Services["redis-cluster-init"]
+	if !ok {
+		t.Fatal("no redis-cluster-init service")
+	}
+	script := strings.Join(init.Command, "\n")
+	if !strings.Contains(script, "--cluster-replicas 1") {
+		t.Errorf("redis-cluster-init does not give each master a replica: %q", script)
+	}
+	ips := map[string]string{}
+	nodes := 0
+	for name, s := range compose.Services {
+		if !slicesContains(s.Command, "--cluster-enabled") {
+			continue
+		}
+		nodes++
+		if init.DependsOn[name].Condition != "service_healthy" {
+			t.Errorf("redis-cluster-init does not wait for %s to be healthy", name)
+		}
+		ip := s.Networks["keyhole"].IPv4
+		if ip == "" || ips[ip] != "" {
+			t.Errorf("%s: address %q missing or shared with %s", name, ip, ips[ip])
+		}
+		ips[ip] = name
+		if !strings.Contains(script, ip+":6379") {
+			t.Errorf("redis-cluster-init does not join %s (%s)", name, ip)
+		}
+	}
+	if nodes != 6 {
+		t.Errorf("%d cluster nodes, want 6 (three masters, three replicas)", nodes)
 	}
 }
 

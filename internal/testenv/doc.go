@@ -3,8 +3,11 @@
 // again when the test ends.
 //
 // Start with [StartProcess] for any binary, [Redis] or [Nginx] for the
-// servers, [Build] to compile one of the project's commands, and [FreePort]
-// to pick a port. Every helper registers its own cleanup with t.Cleanup and
+// servers, [RedisCluster] for a Redis Cluster of six nodes (with [Cluster]'s
+// helpers to find a slot's master, kill it and wait for the failover),
+// [Build] to compile one of the project's commands, and [FreePort] to pick
+// a port. [RedisCommand] sends a command to a Redis server without a client
+// library. Every helper registers its own cleanup with t.Cleanup and
 // stops what it started by PID, so a test needs no teardown code.
 //
 // A missing system program skips the test when the environment variable CI
