@@ -145,9 +145,12 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 	c.readLoop()
 	c.requestClose(websocket.StatusNormalClosure, "")
 	<-done
+	// Gone before the queue closes: a request arriving in between is
+	// told the connection left (and may be tried elsewhere), not that its
+	// queue is full.
+	c.failPending()
 	c.out.Close()
 	p.detach(c)
-	c.failPending()
 	c.log.Info("client disconnected", "code", c.closeCode, "reason", c.closeReason)
 }
 

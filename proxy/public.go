@@ -132,8 +132,13 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, host, label 
 			return publicError(w, status), false
 		}
 		status, abort, retry := p.exchange(w, r, host, label, holder, head, frame)
-		if !retry || attempt > 0 {
+		if !retry {
 			return status, abort
+		}
+		if attempt > 0 {
+			// Gone twice: the registry still names a connection that
+			// left, or an instance that died, until its entry expires.
+			return publicError(w, http.StatusBadGateway), false
 		}
 		// The holder the cache named is gone, and nothing of the request
 		// has been read yet: once more, with the registry's answer.

@@ -280,7 +280,7 @@ func (c *clientConn) openStream(replyTo string, id messages.ID, frame []byte, ws
 	c.mu.Lock()
 	if c.gone {
 		c.mu.Unlock()
-		c.p.replyError(replyTo, c.holder, id, messages.CodeUnavailable, 0)
+		c.p.replyError(replyTo, c.holder, id, messages.CodeGone, 0)
 		return
 	}
 	if c.live >= c.p.cfg.maxPending {
