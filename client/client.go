@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyhole-tunnel/keyhole/client/inspect"
 	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
@@ -60,6 +61,10 @@ type Client struct {
 	// MaxConcurrent bounds the requests and WebSocket streams served at
 	// once; more are answered 503 by the proxy. Default 1024.
 	MaxConcurrent int
+	// Inspect, when set, records every exchange and the connection's
+	// state, for the inspector's page and API (serve Inspect.Handler).
+	// Default: nil, no capture.
+	Inspect *inspect.Store
 }
 
 // ErrReplaced is returned by Run when another connection registered the
@@ -89,6 +94,8 @@ func (c *Client) Run(ctx context.Context) error {
 		return err
 	}
 	defer r.close()
+	c.Inspect.Start(inspect.Upstream{Addr: r.target.String(), RoundTrip: r.replay})
+	defer c.Inspect.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	backoff := minBackoff
@@ -115,6 +122,7 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		c.Inspect.Disconnected(err)
 		var refused *RefusedError
 		if errors.As(err, &refused) || errors.Is(err, ErrReplaced) {
 			return err
@@ -165,6 +173,18 @@ func (c *Client) newRunner() (*runner, error) {
 		return nil, err
 	}
 	r := &runner{c: c, log: c.Logger, controlURL: control, maxConcurrent: c.MaxConcurrent}
+	if c.Inspect != nil {
+		// The sessions tell registrations to OnRegister: the inspector
+		// hears them there too, through a copy of c.
+		cc := *c
+		cc.OnRegister = func(u string) {
+			c.Inspect.Registered(u)
+			if c.OnRegister != nil {
+				c.OnRegister(u)
+			}
+		}
+		r.c = &cc
+	}
 	if r.maxConcurrent <= 0 {
 		r.maxConcurrent = defaultMaxConcurrent
 	}
@@ -205,6 +225,18 @@ func (c *Client) newRunner() (*runner, error) {
 		}()
 	}
 	return r, nil
+}
+
+// replay sends a request the inspector replays to the local service, the
+// way serveHTTP sends one.
+func (r *runner) replay(req *http.Request) (*http.Response, error) {
+	u, err := joinURL(r.target, req.URL.RequestURI())
+	if err != nil {
+		return nil, err
+	}
+	req.URL = u
+	req.Host = r.hostHeader(req.Host)
+	return r.transport.RoundTrip(req)
 }
 
 func (r *runner) close() {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyhole-tunnel/keyhole/client/inspect"
 	"github.com/keyhole-tunnel/keyhole/internal/stream"
 	"github.com/keyhole-tunnel/keyhole/limiter"
 	"github.com/keyhole-tunnel/keyhole/messages"
@@ -19,7 +20,8 @@ import (
 // usable answer can be had.
 func (s *session) serveHTTP(ctx context.Context, m *messages.HTTPRequest, st *stream.Stream) {
 	start := time.Now()
-	status, code := s.roundTrip(ctx, m, st)
+	x := s.r.c.Inspect.BeginHTTP(m.ID, m.Method, m.URI, m.Host, m.Header)
+	status, code := s.roundTrip(ctx, m, st, x)
 	switch {
 	case ctx.Err() != nil:
 		// The proxy canceled the exchange, or the session ended: nobody
@@ -30,17 +32,19 @@ func (s *session) serveHTTP(ctx context.Context, m *messages.HTTPRequest, st *st
 	case code != 0:
 		st.Reset(code, "")
 	}
-	s.log.Info("request", "method", m.Method, "path", pathOf(m.URI), "status", status, "duration", time.Since(start).Round(time.Microsecond))
+	x.End(status, code != 0)
+	s.log.Info("request", "req", m.ID.String(), "method", m.Method, "path", pathOf(m.URI), "status", status, "duration", time.Since(start).Round(time.Microsecond))
 }
 
 // roundTrip returns the status sent, or an error code to reset the stream
 // with instead.
-func (s *session) roundTrip(ctx context.Context, m *messages.HTTPRequest, st *stream.Stream) (int, messages.ErrorCode) {
+func (s *session) roundTrip(ctx context.Context, m *messages.HTTPRequest, st *stream.Stream, x *inspect.Exchange) (int, messages.ErrorCode) {
 	req, err := s.localRequest(ctx, m, st)
 	if err != nil {
 		s.log.Warn("bad request from proxy", "err", err)
 		return 502, messages.CodeBadResponse
 	}
+	req.Body = x.RequestBody(req.Body, req.ContentLength)
 	resp, err := s.r.transport.RoundTrip(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -80,13 +84,14 @@ func (s *session) roundTrip(ctx context.Context, m *messages.HTTPRequest, st *st
 		s.log.Warn("response headers over the proxy's limit", "limit", limiter.Size(messages.MaxHead))
 		return 502, messages.CodeTooLarge
 	}
+	x.Response(resp, h)
 	if err := st.Send(head); err != nil {
 		return 0, 0
 	}
 	if !hasBody {
 		return resp.StatusCode, 0
 	}
-	_, err = stream.SendBody(ctx, st, resp.Body, stream.BodyOptions{
+	_, err = stream.SendBody(ctx, st, x.ResponseBody(resp.Body, resp.ContentLength), stream.BodyOptions{
 		Length:  resp.ContentLength,
 		Limit:   maxBody,
 		Trailer: func() messages.Header { return messages.TrailerFields(resp.Trailer) },
@@ -158,16 +163,16 @@ func (s *session) localRequest(ctx context.Context, m *messages.HTTPRequest, st 
 	}
 	delete(h, "Content-Length")
 	req.Header = http.Header(h)
-	req.Host = s.hostHeader(m.Host)
+	req.Host = s.r.hostHeader(m.Host)
 	return req, nil
 }
 
-func (s *session) hostHeader(public string) string {
-	switch hh := s.r.c.HostHeader; hh {
+func (r *runner) hostHeader(public string) string {
+	switch hh := r.c.HostHeader; hh {
 	case "":
 		return public
 	case "rewrite":
-		return s.r.target.Host
+		return r.target.Host
 	default:
 		return hh
 	}

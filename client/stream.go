@@ -8,32 +8,40 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/keyhole-tunnel/keyhole/client/inspect"
 	"github.com/keyhole-tunnel/keyhole/internal/stream"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
 // hostTransport sets the Host of every request, which a websocket dial
-// cannot do through headers.
+// cannot do through headers, and shows the answer to the inspector.
 type hostTransport struct {
 	rt   http.RoundTripper
 	host string
+	x    *inspect.Exchange
 }
 
 func (t hostTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Host = t.host
-	return t.rt.RoundTrip(r)
+	resp, err := t.rt.RoundTrip(r)
+	if err == nil {
+		t.x.WebSocketResponse(resp)
+	}
+	return resp, err
 }
 
 // serveStream opens a WebSocket to the local service, answers the proxy
 // with a WSResponse, and carries messages until either end closes.
 func (s *session) serveStream(ctx context.Context, m *messages.WSRequest, st *stream.Stream) {
 	start := time.Now()
-	status := s.dialStream(ctx, m, st)
-	s.log.Info("websocket", "path", pathOf(m.URI), "status", status, "duration", time.Since(start).Round(time.Millisecond))
+	x := s.r.c.Inspect.BeginWebSocket(m.ID, m.URI, m.Host, m.Header)
+	status := s.dialStream(ctx, m, st, x)
+	x.End(status, false)
+	s.log.Info("websocket", "req", m.ID.String(), "path", pathOf(m.URI), "status", status, "duration", time.Since(start).Round(time.Millisecond))
 }
 
-func (s *session) dialStream(ctx context.Context, m *messages.WSRequest, st *stream.Stream) int {
+func (s *session) dialStream(ctx context.Context, m *messages.WSRequest, st *stream.Stream, x *inspect.Exchange) int {
 	u, err := joinURL(s.r.target, m.URI)
 	if err != nil {
 		st.Reset(messages.CodeBadResponse, "")
@@ -52,7 +60,7 @@ func (s *session) dialStream(ctx context.Context, m *messages.WSRequest, st *str
 	dctx, dcancel := context.WithTimeout(ctx, time.Duration(s.reg.TimeoutMillis)*time.Millisecond)
 	defer dcancel()
 	conn, resp, err := websocket.Dial(dctx, u.String(), &websocket.DialOptions{
-		HTTPClient:      &http.Client{Transport: hostTransport{rt: s.r.wsTransport, host: s.hostHeader(m.Host)}},
+		HTTPClient:      &http.Client{Transport: hostTransport{rt: s.r.wsTransport, host: s.r.hostHeader(m.Host), x: x}},
 		HTTPHeader:      http.Header(h),
 		Subprotocols:    m.Subprotocols,
 		CompressionMode: websocket.CompressionDisabled,

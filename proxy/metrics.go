@@ -168,7 +168,7 @@ func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
 		s.m.request(code, 0)
-		if code == http.StatusSwitchingProtocols {
+		if code == http.StatusSwitchingProtocols && s.m != nil {
 			s.m.streams.Inc()
 		}
 	}
@@ -188,8 +188,11 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 func (s *statusRecorder) done() {
 	switch s.status {
 	case 0: // the caller left before any answer
+		s.status = 499
 		s.m.request(499, 0)
 	case http.StatusSwitchingProtocols:
-		s.m.streams.Dec()
+		if s.m != nil {
+			s.m.streams.Dec()
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -24,21 +25,19 @@ import (
 // the client's, or the proxy's own 4xx/5xx, or, once a response has begun
 // and cannot be finished, an aborted transfer.
 func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, host, label string) {
+	start := time.Now()
+	var id messages.ID // the exchange's, as the client and its inspector name it
 	if isWebSocketUpgrade(r) {
-		if p.metrics == nil {
-			p.serveWebSocket(w, r, label)
-			return
-		}
 		rec := &statusRecorder{ResponseWriter: w, m: p.metrics}
-		p.serveWebSocket(rec, r, label)
+		p.serveWebSocket(rec, r, label, &id)
 		rec.done()
+		p.logRequest(r, label, id, rec.status, time.Since(start), false)
 		return
 	}
-	start := time.Now()
-	status, abort := p.forwardHTTP(w, r, host, label)
+	status, abort := p.forwardHTTP(w, r, host, label, &id)
 	d := time.Since(start)
 	p.metrics.request(status, d)
-	p.log.Debug("request", "host", label, "method", r.Method, "path", r.URL.Path, "status", status, "duration", d, "aborted", abort)
+	p.logRequest(r, label, id, status, d, abort)
 	if abort {
 		// The response has begun and cannot be completed: the visitor must
 		// see an incomplete transfer, never a short body that looks whole.
@@ -46,6 +45,25 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, host, label 
 		// and resets an HTTP/2 stream.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// logRequest writes the one line per public request, with the ID the
+// client's log and inspector show for the same exchange (none when the
+// proxy answered without reaching the client). Status 0 and 499 mean the
+// visitor left first.
+func (p *Proxy) logRequest(r *http.Request, label string, id messages.ID, status int, d time.Duration, aborted bool) {
+	if !p.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	req := ""
+	if id != (messages.ID{}) {
+		req = id.String()
+	}
+	p.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("req", req), slog.String("host", label), slog.String("method", r.Method),
+		slog.String("path", r.URL.Path), slog.Int("status", status),
+		slog.Duration("duration", d.Round(time.Microsecond)), slog.Bool("aborted", aborted),
+		slog.String("remote", r.RemoteAddr))
 }
 
 // Upload failures, as the visitor's side of an exchange sees them.
@@ -81,7 +99,8 @@ type exchange struct {
 
 // forwardHTTP returns the status written (499 when the visitor left first)
 // and whether the response must be aborted.
-func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, host, label string) (int, bool) {
+// It sets *id to the ID of the request it sent the client, if any.
+func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, host, label string, id *messages.ID) (int, bool) {
 	if r.Method == http.MethodConnect {
 		// A tunnel serves its own hostname; it is not a way to anywhere
 		// else.
@@ -131,6 +150,7 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, host, label 
 		if status != 0 {
 			return publicError(w, status), false
 		}
+		*id = head.ID
 		status, abort, retry := p.exchange(w, r, host, label, holder, head, frame)
 		if !retry {
 			return status, abort

@@ -30,7 +30,8 @@ func headerHasToken(h http.Header, name, token string) bool {
 // serveWebSocket tunnels a public WebSocket. The public upgrade completes
 // only after the client reports that the local service accepted it, with
 // the subprotocol the service chose.
-func (p *Proxy) serveWebSocket(w http.ResponseWriter, r *http.Request, label string) {
+// It sets *id to the ID of the stream it opened to the client, if any.
+func (p *Proxy) serveWebSocket(w http.ResponseWriter, r *http.Request, label string, id *messages.ID) {
 	h := p.outboundHeader(r)
 	for _, k := range messages.WSHandshakeHeaders {
 		delete(h, k)
@@ -53,6 +54,7 @@ func (p *Proxy) serveWebSocket(w http.ResponseWriter, r *http.Request, label str
 		publicError(w, status)
 		return
 	}
+	*id = req.ID
 	vs := p.openStream(req.ID, label, holder, stream.Config{RecvWindow: int(req.Window), SendCredit: messages.InitialWindow})
 	defer p.closeStream(vs)
 	if status := p.publishRequest(r.Context(), holder, frame); status != 0 {

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -18,7 +19,9 @@ import (
 	"strings"
 
 	"github.com/keyhole-tunnel/keyhole/client"
+	"github.com/keyhole-tunnel/keyhole/client/inspect"
 	"github.com/keyhole-tunnel/keyhole/internal/cli"
+	"github.com/keyhole-tunnel/keyhole/limiter"
 )
 
 func main() { cli.Main("client", run) }
@@ -30,13 +33,18 @@ port (3000), a host:port (127.0.0.1:3000) or a URL (http://localhost:3000/app);
 h2c://127.0.0.1:50051 speaks HTTP/2 without TLS to the service, as a gRPC
 server wants.
 The public URL is printed on stdout each time the client registers; logs,
-including one line per request, go to stderr.`
+including one line per request, go to stderr.
+The inspector, a page that lists the requests as they happen and can
+replay them, is at http://127.0.0.1:4040 (see --inspect); its API speaks
+ngrok's: curl -s localhost:4040/api/tunnels | jq -r '.tunnels[0].public_url'`
 
 // options are the command's settings, filled in by the flags of newFlags.
 type options struct {
 	proxyURL, keyFile, hostHeader, token, caFile, logLevel string
 	maxConcurrent                                          int
 	cpuProfile                                             string
+	inspectAddr, inspectToken                              string
+	inspectBuffer                                          limiter.Size
 }
 
 func newFlags() (*flag.FlagSet, *options) {
@@ -50,6 +58,10 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.IntVar(&o.maxConcurrent, "max-concurrent", 1024, "requests and WebSocket streams served at once; more get 503")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file`, for performance work")
+	fs.StringVar(&o.inspectAddr, "inspect", inspect.DefaultAddr, "serve the inspector (a page of the requests and an ngrok-compatible\nAPI) at `ADDR`, or \"off\". When the port is taken, the next free one\nof the 9 after it is used")
+	o.inspectBuffer = inspect.DefaultBudget
+	fs.Var(&o.inspectBuffer, "inspect-buffer", "memory the inspector keeps requests in, a `SIZE` such as 50MB; 0\nkeeps none (the status and the API still work)")
+	fs.StringVar(&o.inspectToken, "inspect-token", "", "`token` the inspector requires, as a bearer token or once as\n/?token=TOKEN; needed for an --inspect address beyond loopback")
 	return fs, o
 }
 
@@ -79,6 +91,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if o.maxConcurrent < 1 {
 		return cli.Usage(fmt.Errorf("invalid --max-concurrent %d: want at least 1", o.maxConcurrent))
 	}
+	if o.inspectAddr != "off" {
+		switch err := inspect.CheckAddr(o.inspectAddr, o.inspectToken); {
+		case errors.Is(err, inspect.ErrNeedsToken):
+			return cli.Usage(fmt.Errorf("--inspect %s is reachable beyond this machine: set --inspect-token too, or listen on 127.0.0.1", o.inspectAddr))
+		case err != nil:
+			return cli.Usage(fmt.Errorf("invalid --inspect %q: want host:port, like %s, or off", o.inspectAddr, inspect.DefaultAddr))
+		}
+	}
 	if o.cpuProfile != "" {
 		stop, err := cli.StartCPUProfile(o.cpuProfile)
 		if err != nil {
@@ -104,6 +124,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log.Info("forwarding", "target", target.String(), "proxy", o.proxyURL, "key", path)
+	store, stopInspector := startInspector(ctx, o, log)
+	defer stopInspector()
 	c := &client.Client{
 		Proxy:         o.proxyURL,
 		Key:           key,
@@ -114,8 +136,53 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Logger:        log,
 		OnRegister:    func(u string) { fmt.Fprintln(stdout, u) },
 		MaxConcurrent: o.maxConcurrent,
+		Inspect:       store,
 	}
 	return c.Run(ctx)
+}
+
+// startInspector serves the inspector as the flags say, and returns its
+// store (nil when it is off) and a function that stops it. An inspector
+// that cannot listen is not worth stopping the tunnel for: the client says
+// why and goes on without it.
+func startInspector(ctx context.Context, o *options, log *slog.Logger) (*inspect.Store, func()) {
+	if o.inspectAddr == "off" {
+		return nil, func() {}
+	}
+	ln, err := inspect.Listen(o.inspectAddr, o.inspectToken)
+	if err != nil {
+		log.Warn("inspector not started; going on without it", "err", err)
+		return nil, func() {}
+	}
+	budget := int64(o.inspectBuffer)
+	if budget == 0 {
+		budget = -1 // capture off
+	}
+	store := inspect.New(inspect.Options{Budget: budget})
+	host, _, _ := net.SplitHostPort(o.inspectAddr)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	addr := net.JoinHostPort(host, port)
+	shown := addr
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		addr, shown = ln.Addr().String(), net.JoinHostPort("127.0.0.1", port)
+	}
+	attrs := []any{"url", "http://" + shown}
+	if asked := o.inspectAddr[strings.LastIndexByte(o.inspectAddr, ':')+1:]; asked != port {
+		attrs = append(attrs, "note", "port "+asked+" is in use")
+	}
+	log.Info("inspector", attrs...)
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := store.Serve(sctx, ln, inspect.HandlerOptions{Addr: addr, Token: o.inspectToken}); err != nil {
+			log.Warn("inspector stopped", "err", err)
+		}
+	}()
+	return store, func() {
+		cancel()
+		<-done
+	}
 }
 
 // parseTarget accepts a port, a host:port or a URL.

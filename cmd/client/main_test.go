@@ -100,6 +100,10 @@ func TestBadArgumentsExit2WithOneLine(t *testing.T) {
 		{"bad log level", []string{"--log-level", "loud", "3000"}, nil, `"loud"`},
 		{"zero max concurrent", []string{"--max-concurrent", "0", "3000"}, nil, "--max-concurrent 0"},
 		{"bad proxy in environment", []string{"3000"}, []string{"KEYHOLE_PROXY=tcp://h:1"}, `"tcp://h:1"`},
+		{"inspector beyond loopback without a token", []string{"--inspect", "0.0.0.0:4040", "3000"}, nil, "--inspect-token"},
+		{"inspector on all interfaces without a token", []string{"--inspect", ":4040", "3000"}, nil, "--inspect-token"},
+		{"bad inspector address", []string{"--inspect", "4040", "3000"}, nil, `--inspect "4040"`},
+		{"bad inspector buffer", []string{"--inspect-buffer", "lots", "3000"}, nil, `"lots"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := cmdtest.Run(t, cmdtest.ClientPkg, tc.args, tc.env)
