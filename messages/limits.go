@@ -46,6 +46,9 @@ const (
 	// connection's data when it registers.
 	InitialConnWindow = 1 << 20
 
+	// MaxNames is the most friendly names one registration may ask for.
+	MaxNames = 16
+
 	// MaxCloseReason is the longest close reason a WebSocket close frame
 	// can carry (RFC 6455 section 5.5).
 	MaxCloseReason = 123

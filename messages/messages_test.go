@@ -111,6 +111,7 @@ func TestWireValuesPinned(t *testing.T) {
 		{messages.CodePolicy, 10},
 		{messages.CodeTimeout, 11},
 		{messages.CodeGone, 12},
+		{messages.CodeNameLost, 13},
 	}
 	for _, tc := range codes {
 		if uint16(tc.code) != tc.want {
@@ -137,12 +138,12 @@ func TestWireValuesPinned(t *testing.T) {
 		name      string
 		got, want int
 	}{
-		{"MaxJWS", messages.MaxJWS, 8192},
+		{"MaxJWS", messages.MaxJWS, 16_384},
 		{"HostnameLen", messages.HostnameLen, 52},
 		{"MaxFrame", messages.MaxFrame, 500_000},
 		{"MaxData", messages.MaxData, 65_536},
 		{"MaxHead", messages.MaxHead, 65_536},
-		{"MaxPreRegistration", messages.MaxPreRegistration, 32_768},
+		{"MaxPreRegistration", messages.MaxPreRegistration, 65_536},
 		{"MaxHandshakeRead", messages.MaxHandshakeRead, 65_536},
 		{"InitialWindow", messages.InitialWindow, 262_144},
 		{"InitialConnWindow", messages.InitialConnWindow, 1_048_576},

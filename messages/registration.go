@@ -16,7 +16,7 @@ import (
 )
 
 // MaxJWS is the largest RegistrationRequest JWS the proxy accepts, in bytes.
-const MaxJWS = 8 << 10
+const MaxJWS = 16 << 10
 
 // HostnameLen is the length of a hostname label: unpadded base32 of a
 // SHA-256 digest.
@@ -40,8 +40,14 @@ var allowedAlgs = []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256}
 
 // RegistrationClaims is the JSON payload of a registration JWS.
 type RegistrationClaims struct {
-	// Token is the proxy's shared registration token, when it requires one.
+	// Token is what the proxy requires to register, if anything: its
+	// shared registration token, or an access token (a JWT) signed by its
+	// operator.
 	Token string `json:"token,omitempty"`
+	// Names are the friendly names the client asks to be served at as
+	// well, each "<name>.<domain>"; each must be granted by Token. At most
+	// [MaxNames].
+	Names []string `json:"names,omitempty"`
 }
 
 // Registration is a verified registration.

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -243,7 +244,7 @@ func TestSignVerify(t *testing.T) {
 		"RFC8037Key": rfc8037Key(t),
 	} {
 		t.Run(name, func(t *testing.T) {
-			for _, claims := range []messages.RegistrationClaims{{}, {Token: "s3cret"}} {
+			for _, claims := range []messages.RegistrationClaims{{}, {Token: "s3cret"}, {Token: "s3cret", Names: []string{"myapp", "docs"}}} {
 				jws, err := messages.SignRegistration(key, testChallenge, claims)
 				if err != nil {
 					t.Fatal(err)
@@ -262,7 +263,7 @@ func TestSignVerify(t *testing.T) {
 				if got := strings.ToLower(b32.EncodeToString(reg.Thumbprint)); got != want {
 					t.Fatalf("thumbprint %x does not give the label", reg.Thumbprint)
 				}
-				if reg.Claims != claims {
+				if !reflect.DeepEqual(reg.Claims, claims) {
 					t.Fatalf("claims %+v, want %+v", reg.Claims, claims)
 				}
 			}
@@ -358,7 +359,7 @@ func TestVerifyRegistrationSizeLimit(t *testing.T) {
 	}
 	over, ch := paddedJWS(t, key, messages.MaxJWS+1)
 	_, err := messages.VerifyRegistration(over, ch)
-	if !errors.Is(err, messages.ErrRefused) || !strings.Contains(err.Error(), "larger than 8192 bytes") {
+	if !errors.Is(err, messages.ErrRefused) || !strings.Contains(err.Error(), "larger than 16384 bytes") {
 		t.Fatalf("JWS of MaxJWS+1 bytes: err = %v", err)
 	}
 }

@@ -213,6 +213,7 @@ const (
 	CodePolicy      ErrorCode = 10 // registration refused or protocol violated
 	CodeTimeout     ErrorCode = 11 // the local service did not answer in time: 504
 	CodeGone        ErrorCode = 12 // between proxies: the connection named has gone from its instance; look the hostname up again
+	CodeNameLost    ErrorCode = 13 // with the zero ID, to the client: a name it was served at is now served by a newer grant; Reason says which
 )
 
 // Error resets the stream named by ID: neither side sends anything more

@@ -76,6 +76,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// RegistrationToken, when set, must be presented by every client.
 	RegistrationToken string
+	// ReservedNames are friendly names no token can grant on this proxy,
+	// besides [ReservedNames] and the first label of Domain.
+	ReservedNames []string
 	// Access restricts which keys may register (allow and deny lists);
 	// nil admits every key. Proxy.SetAccess changes it later.
 	Access *Access

@@ -76,14 +76,14 @@ func TestRegistrationRefused(t *testing.T) {
 		{name: "RSA key under ES256", reason: "key type not allowed", frame: func(ch messages.Challenge) []byte {
 			return registration(handJWS(t, regHeader("ES256", jwkJSON(t, rsaKey.Public()), ch), []byte(`{}`), es256Sign(t, ec)))
 		}},
-		{name: "JWS of 8 KB + 1", reason: "larger than 8192 bytes", frame: func(ch messages.Challenge) []byte {
+		{name: "JWS of 16 KiB + 1", reason: "larger than 16384 bytes", frame: func(ch messages.Challenge) []byte {
 			return registration(sizedJWS(t, ed, ch, messages.MaxJWS+1))
 		}},
-		{name: "JWS of 20 KB", reason: "larger than 8192 bytes", frame: func(ch messages.Challenge) []byte {
-			return registration(sizedJWS(t, ed, ch, 20<<10))
+		{name: "JWS of 40 KB", reason: "larger than 16384 bytes", frame: func(ch messages.Challenge) []byte {
+			return registration(sizedJWS(t, ed, ch, 40<<10))
 		}},
 		// Larger than the websocket's registration read limit, too.
-		{name: "JWS of 100 KB", reason: "larger than 8192 bytes", frame: func(ch messages.Challenge) []byte {
+		{name: "JWS of 100 KB", reason: "larger than 16384 bytes", frame: func(ch messages.Challenge) []byte {
 			return registration(sizedJWS(t, ed, ch, 100<<10))
 		}},
 		{name: "bad signature", reason: "bad signature", frame: func(ch messages.Challenge) []byte {
@@ -163,7 +163,7 @@ func TestRegistrationSizeEdge(t *testing.T) {
 	}
 	rc2 := dialRaw(t, env)
 	rc2.send(&messages.RegistrationRequest{JWS: sizedJWS(t, newEd25519(t), rc2.ch, messages.MaxJWS+1)})
-	wantClose(t, rc2.readErr(), websocket.StatusPolicyViolation, "larger than 8192 bytes")
+	wantClose(t, rc2.readErr(), websocket.StatusPolicyViolation, "larger than 16384 bytes")
 }
 
 // A registration captured on one connection is useless on another.
