@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"syscall"
@@ -52,7 +53,15 @@ func TestQuickRun(t *testing.T) {
 	for _, sc := range allScenarios {
 		_, section, ok := strings.Cut(md, "\n## "+scenarioTitle[sc]+"\n")
 		section, _, _ = strings.Cut(section, "\n## ")
-		if !ok || !strings.Contains(section, "\n| figure | mode | median | min | max |") {
+		want := "\n| figure | mode | median | min | max |"
+		if sc == "S9" {
+			// One table per deployment, a column per count.
+			want = "\n| figure |"
+			for _, c := range o.s9Counts {
+				want += " " + thousands(c) + " entries |"
+			}
+		}
+		if !ok || !strings.Contains(section, want) {
 			t.Errorf("no table for %s", sc)
 		}
 	}
@@ -65,7 +74,40 @@ func TestQuickRun(t *testing.T) {
 	if got := slices.Contains(rep.modes, modeFrp); got != withFrp {
 		t.Errorf("frp measured: %v, want %v (%s=%q)", got, withFrp, frpEnv, os.Getenv(frpEnv))
 	}
+	// S9 runs on one redis-server, and on a Redis Cluster when redis-cli
+	// is installed too.
+	wantSim := []string{}
+	if _, err := exec.LookPath("redis-server"); err == nil {
+		wantSim = append(wantSim, modeSimServer)
+		if _, err := exec.LookPath("redis-cli"); err == nil {
+			wantSim = append(wantSim, modeSimCluster)
+		}
+	}
+	if !slices.Equal(rep.simModes, wantSim) {
+		t.Errorf("S9 measured %v, want %v", rep.simModes, wantSim)
+	}
 	for _, f := range rep.figs {
+		if f.scenario == "S9" {
+			// Every S9 figure has a value for each deployment; the
+			// instances' figures are exact.
+			for _, m := range rep.simModes {
+				if m == modeSimServer && slices.Contains(replicaRows, f.row) {
+					continue // one server has no replica
+				}
+				if len(f.vals[m]) != o.rounds {
+					t.Errorf("S9 %q: %d values for %s, want %d", f.name, len(f.vals[m]), m, o.rounds)
+				}
+				for round, v := range f.vals[m] {
+					if math.IsNaN(v) || math.IsInf(v, 0) || (f.checked && v <= 0) {
+						t.Errorf("S9 %q, %s, round %d: %v", f.name, m, round+1, v)
+					}
+				}
+				if f.row == rowInstListedOK && f.get(m, 0) != float64(o.s9Instances) {
+					t.Errorf("S9, %s: Instances listed %v of the %d instances", m, f.get(m, 0), o.s9Instances)
+				}
+			}
+			continue
+		}
 		// Every figure has a value for each keyhole tunnel; figures
 		// compared with direct have a direct value too, and the
 		// scenarios frp runs in have an frp value.
@@ -103,14 +145,15 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("%s %q: %d keyhole/frp ratios, want %d", f.scenario, f.name, len(f.frpRatios(modeMemory)), o.rounds)
 		}
 	}
-	for _, sc := range []string{"S6", "S7", "S8"} {
+	for _, sc := range []string{"S6", "S7", "S8", "S9"} {
 		if !slices.ContainsFunc(rep.figs, func(f *figure) bool { return f.scenario == sc }) {
 			t.Errorf("no figures for %s", sc)
 		}
 	}
 	// A stalled stream must stall only itself and move again once read.
 	for _, n := range rep.notes {
-		if strings.Contains(n, "did not resume") || strings.Contains(n, "still writing the stalled stream") {
+		if strings.Contains(n, "did not resume") || strings.Contains(n, "still writing the stalled stream") ||
+			(strings.HasPrefix(n, "S9") && (strings.Contains(n, "failed (of") || strings.Contains(n, "stopped:") || strings.Contains(n, "not measured"))) {
 			t.Errorf("note: %s", n)
 		}
 	}

@@ -41,6 +41,8 @@ type harness struct {
 	frp        *frpBins // nil: frp is not measured
 	frpPeer    *frpPeer // the long-lived frps and frpc
 	frpConfigs int      // frp config directories made so far
+
+	sim simState // S9
 }
 
 // tunnel is a long-lived proxy with one ordinary client process.
@@ -78,6 +80,7 @@ func runHarness(ctx context.Context, o options, log io.Writer) (rep *report, err
 	defer os.RemoveAll(h.dir)
 	// Children first: they may still be using the directory.
 	defer func() {
+		h.sim.close()
 		h.procs.stopAll()
 		h.rep.pids = h.procs.pids
 	}()
@@ -90,7 +93,7 @@ func runHarness(ctx context.Context, o options, log io.Writer) (rep *report, err
 			ids []string
 			run func(context.Context, int) error
 		}{{[]string{"S1"}, h.s1}, {[]string{"S2"}, h.s2}, {[]string{"S3"}, h.s3}, {[]string{"S6"}, h.s6},
-			{[]string{"S7", "S8"}, h.s7s8}, {[]string{"S5"}, h.s5}, {[]string{"S4"}, h.s4}} {
+			{[]string{"S7", "S8"}, h.s7s8}, {[]string{"S5"}, h.s5}, {[]string{"S4"}, h.s4}, {[]string{"S9"}, h.s9}} {
 			if !slices.ContainsFunc(sc.ids, func(id string) bool { return o.scenarios[id] }) {
 				continue
 			}
@@ -102,6 +105,7 @@ func runHarness(ctx context.Context, o options, log io.Writer) (rep *report, err
 	h.rep.fact("load average at end", loadavg())
 	h.rep.fact("wall time", time.Since(start).Round(time.Second).String())
 	h.rep.evaluateTargets()
+	h.rep.simGrowthNotes()
 	return h.rep, nil
 }
 
@@ -115,6 +119,10 @@ func (h *harness) setup(ctx context.Context) error {
 		r.fact("source", rev)
 	}
 	r.fact("load average at start", loadavg())
+	if !slices.ContainsFunc(tunnelScenarios, func(s string) bool { return h.o.scenarios[s] }) {
+		// S9 alone: no command to build, no origin, no tunnel.
+		return nil
+	}
 
 	self, err := os.Executable()
 	if err != nil {

@@ -14,10 +14,11 @@
 // wrk when it is installed, else from the harness's own closed-loop Go load
 // generator; WebSocket load always comes from the Go generator.
 //
-// Scenarios, each run direct, through a tunnel on the in-memory bus,
-// through a tunnel on the Redis bus (when redis-server is installed and the
-// proxy has a --bus flag) and, with --frp, through frp's HTTP mode,
-// interleaved, for --rounds rounds:
+// Scenarios, for --rounds rounds. S1 to S8 each run direct, through a
+// tunnel on the in-memory bus, through a tunnel on the Redis bus (when
+// redis-server is installed and the proxy has a --bus flag) and, with
+// --frp, through frp's HTTP mode, interleaved; S9 needs no tunnel, and
+// "--scenarios S9" builds and starts nothing but Redis:
 //
 //	S1  small GET (1 KiB): latency at concurrency 1, req/s at 64
 //	S2  400 KiB GET and POST at concurrency 16: MB/s
@@ -27,6 +28,10 @@
 //	S6  Server-Sent Events: latency from the origin's write to the read
 //	S7  one 100 MB download and upload: MB/s, peak RSS of proxy and client
 //	S8  a fast download beside a stalled reader on the same tunnel
+//	S9  the registry of a large fleet, simulated against a real Redis
+//	    (one server, and a Redis Cluster when redis-cli is installed)
+//	    through bus/redis, without websockets: claims, refreshes,
+//	    lookups and Redis's CPU and memory per entry at growing counts
 //
 // frp is not part of keyhole: --frp names a directory holding frps and
 // frpc built separately from frp's public source, and the harness only

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,8 +26,20 @@ type options struct {
 	s4Clients int
 	s4Sample  int
 	s5Clients int
-	logLevel  string // of the client processes
-	out       string
+	// s4Idle, when positive, is how long S4 leaves its clients idle to
+	// measure the CPU time an idle tunnel costs the proxy and Redis.
+	s4Idle time.Duration
+	// S9, the registry simulation: the entry counts it grows through,
+	// the operations in flight at once, the simulated proxy instances,
+	// the lookups timed at each count, and whether to measure a Redis
+	// Cluster too.
+	s9Counts      []int
+	s9Concurrency int
+	s9Instances   int
+	s9Lookups     int
+	s9Cluster     redisMode
+	logLevel      string // of the client processes
+	out           string
 
 	// s6Events SSE events, s6Interval apart, per S6 measurement.
 	s6Events   int
@@ -49,7 +62,11 @@ type options struct {
 }
 
 // allScenarios in report order.
-var allScenarios = []string{"S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"}
+var allScenarios = []string{"S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9"}
+
+// tunnelScenarios need the proxy and client commands, the origin and the
+// long-lived tunnels; S9 needs none of them.
+var tunnelScenarios = []string{"S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"}
 
 // hiddenFlags are left out of --help.
 var hiddenFlags = map[string]bool{"cpuprofile": true, "proxy-bin": true, "client-bin": true}
@@ -58,19 +75,26 @@ var hiddenFlags = map[string]bool{"cpuprofile": true, "proxy-bin": true, "client
 const frpEnv = "KEYHOLE_BENCH_FRP"
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
-	o := options{args: args, redis: redisAuto, bulkSize: 100 * 1000 * 1000}
+	o := options{args: args, redis: redisAuto, s9Cluster: redisAuto, bulkSize: 100 * 1000 * 1000}
+	counts := countList{1000, 10000, 50000, 100000}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.rounds, "rounds", 3, "interleaved `rounds` of every scenario")
 	fs.DurationVar(&o.duration, "duration", 2*time.Second, "length of each measured load")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "Go warm-up load before each measured load (0 = none)")
-	fs.BoolVar(&o.quick, "quick", false, "every scenario for about a second, 1 round, S4 with 50 clients,\nS5 with 10, S6 with 20 events, S7 and S8 with 16MB (flags given\nexplicitly still win)")
+	fs.BoolVar(&o.quick, "quick", false, "every scenario for about a second, 1 round, S4 with 50 clients,\nS5 with 10, S6 with 20 events, S7 and S8 with 16MB, S9 with 500\nand 2000 entries (flags given explicitly still win)")
 	fs.Var(&o.redis, "redis", "tunnel on the Redis bus too: auto (when redis-server is on PATH),\ntrue (fail without it) or false")
 	fs.StringVar(&o.loadgen, "loadgen", "auto", "HTTP load generator: auto (wrk when installed), wrk or go")
 	only := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated `list` of scenarios to run")
 	fs.IntVar(&o.s4Clients, "s4-clients", 1000, "idle clients registered on one proxy in S4")
 	fs.IntVar(&o.s4Sample, "s4-sample", 50, "S4 hostnames checked with a request after registering (0 = all)")
+	fs.DurationVar(&o.s4Idle, "s4-idle", 0, "leave S4's clients idle this long, once registered, to measure the CPU time\nan idle tunnel costs the proxy and Redis (0 = not measured; take at\nleast 30s: two ping intervals and more)")
 	fs.IntVar(&o.s5Clients, "s5-clients", 100, "clients the S5 load is spread over")
+	fs.Var(&counts, "s9-counts", "registry entries S9 grows through, in increasing `counts` (1000 or 1k);\n500,2000 with --quick")
+	fs.IntVar(&o.s9Concurrency, "s9-concurrency", 64, "S9's registry operations in flight at once")
+	fs.IntVar(&o.s9Instances, "s9-instances", 8, "simulated proxy instances in S9, each with its own bus")
+	fs.IntVar(&o.s9Lookups, "s9-lookups", 5000, "lookups timed at each S9 count; 300 with --quick")
+	fs.Var(&o.s9Cluster, "s9-cluster", "S9 against a Redis Cluster too: auto (when redis-cli is on PATH and\nbus/redis connects to it), true (fail without it) or false")
 	fs.IntVar(&o.s6Events, "s6-events", 50, "Server-Sent Events per S6 measurement")
 	fs.DurationVar(&o.s6Interval, "s6-interval", 20*time.Millisecond, "time between two S6 events")
 	fs.Var(&o.bulkSize, "bulk-size", "`size` of S7's download and upload and of S8's fast download, like\n100MB or 1GiB; 16MB with --quick")
@@ -116,6 +140,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 			"s5-clients": func() { o.s5Clients = 10 },
 			"s6-events":  func() { o.s6Events = 20 },
 			"bulk-size":  func() { o.bulkSize = 16 * 1000 * 1000 },
+			"s9-counts":  func() { counts = countList{500, 2000} },
+			"s9-lookups": func() { o.s9Lookups = 300 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -123,6 +149,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 			}
 		}
 	}
+	o.s9Counts = counts
 	if o.frpDir == "" {
 		o.frpDir = os.Getenv(frpEnv)
 	}
@@ -148,6 +175,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("--loadgen %q: want auto, wrk or go", o.loadgen)
 	case o.s4Clients < 1 || o.s4Clients > 50000:
 		return o, errors.New("--s4-clients must be between 1 and 50000")
+	case o.s4Idle < 0 || o.s4Idle > 10*time.Minute:
+		return o, errors.New("--s4-idle must be between 0 and 10m")
 	case o.s4Sample < 0:
 		return o, errors.New("--s4-sample must not be negative")
 	case o.s5Clients < 1 || o.s5Clients > 10000:
@@ -158,6 +187,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--s6-interval must be between 1ms and 10s")
 	case o.bulkSize < 1<<20 || o.bulkSize > 100<<30:
 		return o, errors.New("--bulk-size must be between 1MiB and 100GiB")
+	case len(o.s9Counts) == 0:
+		return o, errors.New("--s9-counts names no count")
+	case o.s9Concurrency < 1 || o.s9Concurrency > 1024:
+		return o, errors.New("--s9-concurrency must be between 1 and 1024")
+	case o.s9Instances < 1 || o.s9Instances > 256:
+		return o, errors.New("--s9-instances must be between 1 and 256")
+	case o.s9Lookups < 1 || o.s9Lookups > 1000000:
+		return o, errors.New("--s9-lookups must be between 1 and 1000000")
 	case len(o.scenarios) == 0:
 		return o, errors.New("--scenarios names no scenario")
 	}
@@ -198,3 +235,40 @@ func (m *redisMode) Set(s string) error {
 }
 
 func (m *redisMode) IsBoolFlag() bool { return true }
+
+// maxSimCount bounds --s9-counts: a million entries take Redis about
+// 150 MB and the run several minutes.
+const maxSimCount = 1000000
+
+// countList is --s9-counts: increasing positive counts, "1000" or "1k".
+type countList []int
+
+func (c *countList) String() string {
+	parts := make([]string, len(*c))
+	for i, n := range *c {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (c *countList) Set(s string) error {
+	var out countList
+	for _, part := range strings.Split(s, ",") {
+		part = strings.ToLower(strings.TrimSpace(part))
+		mult := 1
+		if p, ok := strings.CutSuffix(part, "k"); ok {
+			part, mult = p, 1000
+		}
+		n, err := strconv.Atoi(part)
+		if err != nil || n < 1 || n > maxSimCount/mult {
+			return fmt.Errorf("%q: want counts from 1 to %d, like 1000 or 10k", strings.TrimSpace(s), maxSimCount)
+		}
+		n *= mult
+		if len(out) > 0 && n <= out[len(out)-1] {
+			return fmt.Errorf("%q: the counts must increase", s)
+		}
+		out = append(out, n)
+	}
+	*c = out
+	return nil
+}

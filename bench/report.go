@@ -35,17 +35,21 @@ var scenarioTitle = map[string]string{
 	"S6": "S6: Server-Sent Events, latency of each event",
 	"S7": "S7: one large download and one large upload",
 	"S8": "S8: a fast download beside a stalled reader",
+	"S9": "S9: the registry of a large fleet, simulated",
 }
 
 // report collects every figure of a run and renders it as Markdown.
 type report struct {
-	o       options
-	facts   [][2]string
-	modes   []string // the modes that ran, in column order
-	figs    []*figure
-	notes   []string
-	targets []targetRow
-	pids    []int // every process the run started
+	o     options
+	facts [][2]string
+	modes []string // the modes that ran, in column order
+	// simModes are the deployments S9 measured (modeSimServer,
+	// modeSimCluster), apart from the tunnel modes.
+	simModes []string
+	figs     []*figure
+	notes    []string
+	targets  []targetRow
+	pids     []int // every process the run started
 }
 
 // figure is one measured quantity, per mode and round.
@@ -65,6 +69,10 @@ type figure struct {
 	// checked figures must be measured and positive in every mode that
 	// ran (the test's sanity check); others may be negative or absent.
 	checked bool
+	// row and count place an S9 figure in its table: count 0 is a figure
+	// per simulated instance.
+	row   string
+	count int
 }
 
 func newReport(o options) *report { return &report{o: o} }
@@ -221,6 +229,10 @@ func (r *report) markdown() string {
 		if how := r.how(sc); how != "" {
 			fmt.Fprintf(&b, "%s\n\n", how)
 		}
+		if sc == "S9" {
+			r.simMarkdown(&b)
+			continue
+		}
 		withFrp := slices.Contains(r.modes, modeFrp)
 		if withFrp {
 			b.WriteString("| figure | mode | median | min | max | ratio: median (min–max) | keyhole / frp: median (min–max) |\n")
@@ -300,6 +312,10 @@ func (r *report) how(sc string) string {
 			"Round trip = send to echo received.", d)
 	case "S4":
 		helpers := s4Helpers(o.s4Clients)
+		idleText := ""
+		if o.s4Idle > 0 {
+			idleText = fmt.Sprintf("Then the clients stay idle for %v: idle CPU = the proxy's CPU time (/proc, 10 ms ticks) and, on the Redis bus, Redis's (INFO used_cpu_sys + used_cpu_user) over that window, per client and second. ", o.s4Idle)
+		}
 		sample := fmt.Sprintf("a random sample of %d", o.s4Sample)
 		if o.s4Sample == 0 || o.s4Sample >= o.s4Clients {
 			sample = "every one"
@@ -307,8 +323,13 @@ func (r *report) how(sc string) string {
 		return fmt.Sprintf("A fresh proxy per bus; %d clients (the client library in-process, each with its own in-memory Ed25519 key) in %d helper process(es), at most %d registrations in flight per helper. "+
 			"Registrations/s = clients / (first helper started → last registration seen). "+
 			"Proxy RSS (/proc VmRSS) before the first client and right after the last registration; per client = (after − before) / clients. "+
-			"Then GET /small through %s of the hostnames must answer 200 with the right body, and one ordinary client process is started to read its RSS once registered.",
-			o.s4Clients, helpers, helperParallel, sample)
+			"Goroutines per client: go_goroutines on the proxy's --admin /metrics, before and after (once it reads the same twice 100 ms apart), the difference / clients. "+
+			"%s"+
+			"Then GET /small through %s of the hostnames must answer 200 with the right body, and one ordinary client process is started to read its RSS once registered. "+
+			"Idle link: a fresh proxy with --ping %v and one ordinary client connected through a relay that parses the websocket frames each way; from %v after the registration, for %v, "+
+			"it counts the frames and their bytes (websocket header, the client's mask key and payload; TCP/IP headers are not seen), each of which should be a keyhole Ping. "+
+			"Pings per ping interval = frames / (window / interval); bytes/s at --ping 10s = the same frames per interval, both ways, over 10 s.",
+			o.s4Clients, helpers, helperParallel, idleText, sample, idleLinkPing, 2*idleLinkPing, idleLinkWindow(o.quick))
 	case "S5":
 		return fmt.Sprintf("%d clients in one helper process on the long-lived proxy; GET /small for %s at concurrency 64, cycling through their hostnames. "+
 			"The client CPU row is the whole helper process.", o.s5Clients, d)
@@ -328,6 +349,22 @@ func (r *report) how(sc string) string {
 			"held still for 200 ms (the whole path is full). Bytes in flight = what the origin wrote for the stalled stream − what the harness read, "+
 			"when the fast download starts. After the fast download, the stalled stream must deliver another 1 MiB, then it is closed. "+
 			"The ratio of \"beside a stalled reader\" is to \"alone\", same mode, same round: about 1 when a stalled stream stalls only itself.", o.bulkSize)
+	case "S9":
+		return fmt.Sprintf("No websocket: %d simulated proxy instances, each a bus/redis Bus (redis.New) as a proxy holds one, subscribed to its own topic and heartbeating; "+
+			"the registry grows through %s entries (52-character labels, holders shaped as the proxy's, each entry claimed and refreshed by its own instance's bus). "+
+			"At each count: the new entries are claimed (Claim: SET PX GET) %d at a time; every entry is refreshed once (Refresh: the GET+PEXPIRE script by EVALSHA), %d at a time: "+
+			"one ping interval's refresh load, run as fast as it goes; then %d lookups (Lookup: GET) of random names, one at a time, no cache. "+
+			"Every answer is checked. Redis CPU = INFO used_cpu_sys + used_cpu_user over the phase per 1,000 operations, in ms (the same number as µs per operation), "+
+			"summed over the masters unless the row says replicas; \"inside the script\" is INFO commandstats' usec of EVALSHA, the rest is reading, parsing, answering and the event loop. "+
+			"Memory per entry = INFO used_memory − mem_total_replication_buffers (the backlog fills to a fixed 1 MiB per node whatever the count), "+
+			"taken with every simulated instance's connection closed (client buffers come and go with the traffic), after the claims, "+
+			"less the same before the first claim, divided by the count; replicas are waited for until they acknowledged everything. "+
+			"Entries one Redis core refreshes every 10 s = 10 s / the CPU per refresh (10 s is the default ping interval, each entry's refresh interval). "+
+			"Per instance: used_memory and connected_clients with the instances' buses open (after a warm-up of %d refreshes) less with them closed; "+
+			"the channel is measured on one more bus subscribing %d topics (in a cluster each topic has a connection of its own, to its shard); "+
+			"the instance set is MEMORY USAGE of keyhole:instances / instances. "+
+			"Redis shares the machine's 2 cores with the load, so rates and latencies are this machine's; the CPU time per operation is Redis's own.",
+			o.s9Instances, (*countList)(&o.s9Counts).String(), o.s9Concurrency, o.s9Concurrency, o.s9Lookups, 16*o.s9Concurrency, simChannels)
 	}
 	return ""
 }

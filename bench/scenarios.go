@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -288,6 +293,18 @@ func (h *harness) s4(ctx context.Context, round int) error {
 			h.rep.note("%s: %v", label, err)
 			h.logf("%s: %v", label, err)
 		}
+		err := h.idleLink(ctx, round, t)
+		if errors.Is(err, errLinkDropped) {
+			h.logf("S4 idle link, %s, round %d: %v; once more", modeLabel[t.mode], round+1, err)
+			err = h.idleLink(ctx, round, t)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			h.rep.note("S4 idle link, %s, round %d: %v", modeLabel[t.mode], round+1, err)
+			h.logf("S4 idle link, %s, round %d: %v", modeLabel[t.mode], round+1, err)
+		}
 	}
 	return nil
 }
@@ -301,11 +318,23 @@ func (h *harness) s4Once(ctx context.Context, label string, round int, t *tunnel
 	perClient := r.fig("S4", "proxy RSS per client", "KiB")
 	reach := r.fig("S4", "sample reachable", "%")
 	clientRSS := r.fig("S4", "client process RSS", "MiB")
-	for _, f := range []*figure{registered, regRate, before, after, perClient, reach, clientRSS} {
+	goroutines := r.fig("S4", "proxy goroutines per client", "")
+	for _, f := range []*figure{registered, regRate, before, after, perClient, goroutines, reach, clientRSS} {
 		r.set(f, t.mode, round, math.NaN())
 	}
 
-	p, addr, err := h.startProxy(ctx, "S4 proxy ("+t.mode+")", t.busURL)
+	// The admin listener's /metrics counts the proxy's goroutines.
+	var extra []string
+	admin := ""
+	if hasFlag(h.proxyHelp, "admin") {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		admin = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		extra = []string{"--admin", admin}
+	}
+	p, addr, err := h.startProxy(ctx, "S4 proxy ("+t.mode+")", t.busURL, extra...)
 	if err != nil {
 		return err
 	}
@@ -313,6 +342,26 @@ func (h *harness) s4Once(ctx context.Context, label string, round int, t *tunnel
 		p.stop()
 		h.procs.forget(p)
 	}()
+	// The goroutine count is one figure among many: failing to read it
+	// leaves that figure out, not the scenario.
+	goroutinesOf := func(when string, wait bool) (float64, bool) {
+		v, settled, err := proxyGoroutines(ctx, admin, p, wait)
+		switch {
+		case err != nil:
+			r.note("%s: goroutines %s not read: %v", label, when, err)
+			return 0, false
+		case !settled:
+			r.note("%s: the goroutine count %s did not hold still for 5 s; its last value is used", label, when)
+		}
+		return v, true
+	}
+	var g0 float64
+	if admin != "" {
+		var ok bool
+		if g0, ok = goroutinesOf("before the clients", true); !ok {
+			admin = ""
+		}
+	}
 	rss0, err := p.rss()
 	if err != nil {
 		return err
@@ -341,7 +390,18 @@ func (h *harness) s4Once(ctx context.Context, label string, round int, t *tunnel
 	r.set(before, t.mode, round, float64(rss0)/(1<<20))
 	r.set(after, t.mode, round, float64(rss1)/(1<<20))
 	r.set(perClient, t.mode, round, float64(rss1-rss0)/float64(n)/1024)
+	if admin != "" {
+		if g1, ok := goroutinesOf("after the registrations", false); ok {
+			r.set(goroutines, t.mode, round, (g1-g0)/float64(n))
+		}
+	}
 	h.logf("%s: %d registered in %v, proxy RSS %.1f → %.1f MiB", label, len(hosts), took.Round(time.Millisecond), float64(rss0)/(1<<20), float64(rss1)/(1<<20))
+
+	if h.o.s4Idle > 0 {
+		if err := h.s4IdleCPU(ctx, label, round, t, p, n); err != nil {
+			return err
+		}
+	}
 
 	sample := hosts
 	if h.o.s4Sample > 0 && h.o.s4Sample < len(hosts) {
@@ -407,4 +467,138 @@ func checkHosts(ctx context.Context, addr string, hosts []string) (int, error) {
 	}
 	wg.Wait()
 	return ok, firstErr
+}
+
+// proxyGoroutines reads go_goroutines from the proxy's admin /metrics,
+// once it holds still: the same count twice, 100 ms apart (goroutines of
+// registrations just finished are still ending). If it has not held still
+// within 5 s, it returns the last count with settled false. A proxy that
+// has only just started may not listen on its admin address yet; wait
+// says to wait for it.
+func proxyGoroutines(ctx context.Context, admin string, p *proc, wait bool) (float64, bool, error) {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	read := func() (float64, error) {
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/metrics", nil)
+		if err != nil {
+			return 0, err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		if err != nil {
+			return 0, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return 0, fmt.Errorf("GET /metrics: %s", resp.Status)
+		}
+		return promValue(string(b), "go_goroutines")
+	}
+	const timeout = 5 * time.Second
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	last := -1.0
+	for {
+		v, err := read()
+		switch {
+		case err == nil && v == last:
+			return v, true, nil
+		case err == nil:
+			last = v
+		case !wait:
+			return 0, false, err
+		}
+		if p.exited() {
+			return 0, false, p.exitError()
+		}
+		if time.Now().After(deadline) {
+			if last >= 0 {
+				return last, false, nil
+			}
+			return 0, false, fmt.Errorf("%s's goroutine count after %v: %w", p.name, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// promValue returns the value of an unlabelled metric in Prometheus's text
+// format.
+func promValue(text, name string) (float64, error) {
+	for line := range strings.SplitSeq(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in the metrics", name)
+}
+
+// s4IdleCPU leaves the n registered clients of proxy p idle for --s4-idle
+// and measures the CPU time the proxy uses meanwhile and, on the Redis bus,
+// Redis's CPU time and commands: what idle tunnels cost at the default
+// ping interval.
+func (h *harness) s4IdleCPU(ctx context.Context, label string, round int, t *tunnel, p *proc, n int) error {
+	r := h.rep
+	proxyCPU := r.fig("S4", "idle: proxy CPU per client", "µs/s")
+	proxyCPU.checked = false // 10 ms ticks: may round to 0
+	r.set(proxyCPU, t.mode, round, math.NaN())
+	var redisCPU *figure
+	var node *redisNode
+	if t.busURL != "" {
+		redisCPU = r.fig("S4", "idle: Redis CPU per tunnel", "µs/s")
+		r.set(redisCPU, t.mode, round, math.NaN())
+		addr := strings.TrimSuffix(strings.TrimPrefix(t.busURL, "redis://"), "/0")
+		node = &redisNode{addr: addr, c: newNodeClient(addr)}
+		defer node.c.Close()
+	}
+	var before, after snapshot
+	nodes := []*redisNode{node}
+	if node != nil {
+		s, err := node.stats(ctx)
+		if err != nil {
+			return err
+		}
+		before = snapshot{node: s}
+	}
+	c0, err := p.cpuTime()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	h.logf("%s: idle for %v", label, h.o.s4Idle)
+	idle := time.NewTimer(h.o.s4Idle)
+	defer idle.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-idle.C:
+	}
+	c1, err := p.cpuTime()
+	if err != nil {
+		return err
+	}
+	window := time.Since(start)
+	perSecond := func(d time.Duration) float64 { return us(d) / float64(n) / window.Seconds() }
+	r.set(proxyCPU, t.mode, round, perSecond(c1-c0))
+	if node != nil {
+		s, err := node.stats(ctx)
+		if err != nil {
+			return err
+		}
+		after = snapshot{node: s}
+		cpu := time.Duration((after[node].cpu - before[node].cpu) * float64(time.Second))
+		r.set(redisCPU, t.mode, round, perSecond(cpu))
+		// Per tunnel and default ping interval: the window holds
+		// window/10s intervals of each of the n tunnels.
+		intervals := int64(math.Round(float64(n) * window.Seconds() / simPing.Seconds()))
+		r.note("%s: the commands Redis ran per idle tunnel and 10 s ping interval over %v (INFO commandstats, a script's own calls included; every other user of this Redis too, such as the long-lived tunnel): %s.",
+			label, window.Round(time.Second), commandsPerOp(before, after, nodes, intervals))
+	}
+	return nil
 }
