@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keyhole-tunnel/keyhole/client/inspect"
+	"github.com/keyhole-tunnel/keyhole/client/webhook"
 	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
@@ -45,8 +46,13 @@ type Client struct {
 	// check WebSocket origins); "rewrite" uses Target's host; anything
 	// else is used as given.
 	HostHeader string
-	// Token is the proxy's registration token, if it requires one.
+	// Token is what the proxy requires to register, if anything: its
+	// shared registration token, or an access token its operator issued.
 	Token string
+	// Names are friendly names to be served at as well, each
+	// "<name>.<domain>"; the access token in Token must grant them.
+	// Default: none, only the key's hostname.
+	Names []string
 	// TLSConfig verifies a wss:// proxy. Default: the system roots.
 	TLSConfig *tls.Config
 	// Transport carries requests to Target. Default: a keep-alive
@@ -56,7 +62,8 @@ type Client struct {
 	// events. Default: discard.
 	Logger *slog.Logger
 	// OnRegister is called with the public URL each time the client
-	// registers, after every reconnect too.
+	// registers, after every reconnect too: the first name's URL when
+	// Names are set, else the key's hostname's.
 	OnRegister func(publicURL string)
 	// MaxConcurrent bounds the requests and WebSocket streams served at
 	// once; more are answered 503 by the proxy. Default 1024.
@@ -65,6 +72,15 @@ type Client struct {
 	// state, for the inspector's page and API (serve Inspect.Handler).
 	// Default: nil, no capture.
 	Inspect *inspect.Store
+	// Webhooks, when set, checks webhook signatures (GitHub, Stripe,
+	// Slack) in the client, before a request reaches the local service,
+	// with Target and with Handler alike; the secrets never leave the
+	// client. A request a rule covers gets 401 for a missing, wrong or
+	// replayed signature and never reaches the service; one no rule
+	// covers passes untouched. The replay memory lasts as long as Run,
+	// across reconnects. The inspector's replays are not checked. See
+	// package webhook for the rules and the limits. Default: none.
+	Webhooks []webhook.Rule
 }
 
 // ErrReplaced is returned by Run when another connection registered the
@@ -156,6 +172,7 @@ type runner struct {
 	server        *http.Server // in-process handler mode
 	listener      *pipeListener
 	serveDone     chan struct{}
+	webhooks      *webhook.Verifier // nil: no checks
 }
 
 func (c *Client) newRunner() (*runner, error) {
@@ -172,7 +189,13 @@ func (c *Client) newRunner() (*runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{c: c, log: c.Logger, controlURL: control, maxConcurrent: c.MaxConcurrent}
+	var webhooks *webhook.Verifier
+	if len(c.Webhooks) > 0 {
+		if webhooks, err = webhook.New(webhook.Config{Rules: c.Webhooks}); err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+	}
+	r := &runner{c: c, log: c.Logger, controlURL: control, maxConcurrent: c.MaxConcurrent, webhooks: webhooks}
 	if c.Inspect != nil {
 		// The sessions tell registrations to OnRegister: the inspector
 		// hears them there too, through a copy of c.

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyhole-tunnel/keyhole/client/inspect"
+	"github.com/keyhole-tunnel/keyhole/client/webhook"
 	"github.com/keyhole-tunnel/keyhole/internal/stream"
 	"github.com/keyhole-tunnel/keyhole/limiter"
 	"github.com/keyhole-tunnel/keyhole/messages"
@@ -45,7 +47,7 @@ func (s *session) roundTrip(ctx context.Context, m *messages.HTTPRequest, st *st
 		return 502, messages.CodeBadResponse
 	}
 	req.Body = x.RequestBody(req.Body, req.ContentLength)
-	resp, err := s.r.transport.RoundTrip(req)
+	resp, err := s.localRoundTrip(req, m)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, 0
@@ -108,6 +110,65 @@ func (s *session) roundTrip(ctx context.Context, m *messages.HTTPRequest, st *st
 		s.log.Warn("local service's response body failed", "err", err)
 		return resp.StatusCode, messages.CodeUpstream
 	}
+}
+
+// localRoundTrip is the one way an HTTP request reaches the local service,
+// in either mode: through the webhook check, whose refusal is the answer
+// instead. (The inspector's replays go around it: they come from this
+// machine, and a replayed webhook is what they are for.)
+func (s *session) localRoundTrip(req *http.Request, m *messages.HTTPRequest) (*http.Response, error) {
+	done, refusal := s.checkWebhook(req, m.URI, m.ID)
+	if refusal != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return refusal.Response(req), nil
+	}
+	resp, err := s.r.transport.RoundTrip(req)
+	status := 0
+	if err == nil {
+		status = resp.StatusCode
+	}
+	done(status)
+	return resp, err
+}
+
+// admitStream applies the webhook check to a WebSocket handshake, which a
+// local handler may well take for a plain GET, and answers a refusal
+// itself. done is nil when it refused, with the status it answered.
+func (s *session) admitStream(m *messages.WSRequest, st *stream.Stream) (done func(status int), status int) {
+	req := &http.Request{Method: http.MethodGet, Header: http.Header(m.Header), Body: http.NoBody}
+	done, refusal := s.checkWebhook(req, m.URI, m.ID)
+	if refusal == nil {
+		return done, 0
+	}
+	resp := refusal.Response(req)
+	body, _ := io.ReadAll(resp.Body)
+	st.Send(&messages.WSResponse{ID: m.ID, Status: uint16(resp.StatusCode), Header: messages.Header(resp.Header), Body: body})
+	return nil, resp.StatusCode
+}
+
+// checkWebhook applies the webhook rules, if any, to req, a request for
+// the public uri, and logs a refusal. On success req's body reads what
+// the check read, and done wants the local service's status (0: none).
+func (s *session) checkWebhook(req *http.Request, uri string, id messages.ID) (done func(status int), refusal *webhook.Error) {
+	if s.r.webhooks == nil {
+		return func(int) {}, nil
+	}
+	// The rules name public paths; req.URL has the target's prefix.
+	pub := *req
+	pub.URL = &url.URL{Path: pathOf(uri)}
+	if u, err := url.ParseRequestURI(uri); err == nil {
+		pub.URL = u
+	}
+	done, err := s.r.webhooks.Check(&pub)
+	req.Body, req.GetBody = pub.Body, pub.GetBody
+	if err != nil {
+		errors.As(err, &refusal)
+		s.log.Warn("webhook refused", "req", id.String(), "provider", refusal.Provider, "reason", refusal.Err.Error(), "path", pathOf(uri))
+		return nil, refusal
+	}
+	return done, nil
 }
 
 // localRequest builds the request to the local service. Its body, if any,

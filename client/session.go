@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,9 +88,10 @@ func (s *session) run(ctx context.Context, moved chan<- struct{}) error {
 	defer s.ws.CloseNow()
 	s.registered = true
 	s.budget = stream.NewBudget(int64(s.reg.ConnBudget), nil)
-	s.log.Info("registered", "url", s.reg.URL)
+	urls := nameURLs(&s.reg, s.r.c.Names)
+	s.log.Info("registered", "url", urls[0], "also", urls[1:])
 	if f := s.r.c.OnRegister; f != nil {
-		f(s.reg.URL)
+		f(urls[0])
 	}
 	s.ws.SetReadLimit(messages.MaxFrame)
 	s.lastRead.Store(time.Now().UnixNano())
@@ -140,7 +142,7 @@ func (s *session) connect() error {
 		return fail(err)
 	}
 	challenge := ch.(*messages.Challenge)
-	jws, err := messages.SignRegistration(s.r.c.Key, *challenge, messages.RegistrationClaims{Token: s.r.c.Token})
+	jws, err := messages.SignRegistration(s.r.c.Key, *challenge, messages.RegistrationClaims{Token: s.r.c.Token, Names: s.r.c.Names})
 	if err != nil {
 		return fail(err)
 	}
@@ -329,6 +331,8 @@ func (s *session) dispatch(m messages.Message, moved chan<- struct{}) error {
 		return nil
 	case *messages.Error:
 		switch {
+		case m.ID.IsZero() && m.Code == messages.CodeNameLost:
+			s.log.Warn("name lost", "reason", messages.CloseReason(m.Reason))
 		case m.ID.IsZero() && m.Code == messages.CodeGoingAway:
 			select {
 			case moved <- struct{}{}:
@@ -430,4 +434,16 @@ func (s *session) task(id messages.ID) *task {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.tasks[id]
+}
+
+// nameURLs returns the public URLs of a registration: those of the names
+// asked for, in order, then the key's hostname's. A name's URL is the
+// key's with the name in place of the key's label.
+func nameURLs(reg *messages.RegistrationResponse, names []string) []string {
+	label, _, _ := strings.Cut(reg.Hostname, ".")
+	urls := make([]string, 0, len(names)+1)
+	for _, n := range names {
+		urls = append(urls, strings.Replace(reg.URL, "//"+label+".", "//"+n+".", 1))
+	}
+	return append(urls, reg.URL)
 }

@@ -36,7 +36,11 @@ func (t hostTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func (s *session) serveStream(ctx context.Context, m *messages.WSRequest, st *stream.Stream) {
 	start := time.Now()
 	x := s.r.c.Inspect.BeginWebSocket(m.ID, m.URI, m.Host, m.Header)
-	status := s.dialStream(ctx, m, st, x)
+	done, status := s.admitStream(m, st) // webhook rules, in forward.go
+	if done != nil {
+		status = s.dialStream(ctx, m, st, x)
+		done(status)
+	}
 	x.End(status, false)
 	s.log.Info("websocket", "req", m.ID.String(), "path", pathOf(m.URI), "status", status, "duration", time.Since(start).Round(time.Millisecond))
 }

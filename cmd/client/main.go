@@ -20,6 +20,7 @@ import (
 
 	"github.com/keyhole-tunnel/keyhole/client"
 	"github.com/keyhole-tunnel/keyhole/client/inspect"
+	"github.com/keyhole-tunnel/keyhole/client/webhook"
 	"github.com/keyhole-tunnel/keyhole/internal/cli"
 	"github.com/keyhole-tunnel/keyhole/limiter"
 )
@@ -45,6 +46,8 @@ type options struct {
 	cpuProfile                                             string
 	inspectAddr, inspectToken                              string
 	inspectBuffer                                          limiter.Size
+	names                                                  cli.List
+	webhooks                                               cli.List // specs; see webhook.ParseRule
 }
 
 func newFlags() (*flag.FlagSet, *options) {
@@ -53,7 +56,8 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.StringVar(&o.proxyURL, "proxy", "ws://localhost:8080", "the proxy's `URL`, ws:// or wss://")
 	fs.StringVar(&o.keyFile, "key", "", "private key `file` (JWK); created on first use. The same key\nalways gets the same hostname (default keyhole/client.jwk in the\nuser's config directory)")
 	fs.StringVar(&o.hostHeader, "host-header", "", "Host header sent to the local service: empty keeps the public\nhostname, \"rewrite\" uses TARGET's host, anything else is sent as given")
-	fs.StringVar(&o.token, "token", "", "registration `token`, if the proxy requires one")
+	fs.StringVar(&o.token, "token", "", "the `token` the proxy requires, if any: its shared registration token,\nor an access token its operator issued. Never logged")
+	fs.Var(&o.names, "name", "also publish at `NAME`.<domain>, a friendly name the --token grants;\nrepeatable, or several separated by commas. The URL printed is the\nfirst name's")
 	fs.StringVar(&o.caFile, "ca", "", "PEM `file` of CA certificates to trust for a wss:// proxy, in\naddition to the system roots")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.IntVar(&o.maxConcurrent, "max-concurrent", 1024, "requests and WebSocket streams served at once; more get 503")
@@ -62,6 +66,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	o.inspectBuffer = inspect.DefaultBudget
 	fs.Var(&o.inspectBuffer, "inspect-buffer", "memory the inspector keeps requests in, a `SIZE` such as 50MB; 0\nkeeps none (the status and the API still work)")
 	fs.StringVar(&o.inspectToken, "inspect-token", "", "`token` the inspector requires, as a bearer token or once as\n/?token=TOKEN; needed for an --inspect address beyond loopback")
+	fs.Var(&o.webhooks, "webhook", "check webhook signatures in the client, before the local service\nsees a request. `SPEC` is\n"+webhook.SpecSyntax+".\nA missing, wrong or replayed signature gets 401, a Stripe or Slack\ntimestamp over 5 minutes off too; other paths pass untouched.\nRepeatable, or several separated by commas. Examples:\n--webhook github=env:GITHUB_WEBHOOK_SECRET\n--webhook stripe:/hooks/stripe=file:/run/secrets/stripe")
 	return fs, o
 }
 
@@ -90,6 +95,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if o.maxConcurrent < 1 {
 		return cli.Usage(fmt.Errorf("invalid --max-concurrent %d: want at least 1", o.maxConcurrent))
+	}
+	webhooks := make([]webhook.Rule, 0, len(o.webhooks))
+	for _, spec := range o.webhooks {
+		// The error names the provider and path, never the secret.
+		r, err := webhook.ParseRule(spec, getenv)
+		if err != nil {
+			return cli.Usage(fmt.Errorf("invalid --webhook: %v", err))
+		}
+		webhooks = append(webhooks, r)
 	}
 	if o.inspectAddr != "off" {
 		switch err := inspect.CheckAddr(o.inspectAddr, o.inspectToken); {
@@ -124,6 +138,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log.Info("forwarding", "target", target.String(), "proxy", o.proxyURL, "key", path)
+	for _, r := range webhooks {
+		log.Info("checking webhook signatures", "rule", r) // without the secret: see Rule.LogValue
+	}
 	store, stopInspector := startInspector(ctx, o, log)
 	defer stopInspector()
 	c := &client.Client{
@@ -132,11 +149,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Target:        target,
 		HostHeader:    o.hostHeader,
 		Token:         o.token,
+		Names:         lowerAll(o.names),
 		TLSConfig:     tlsConfig,
 		Logger:        log,
 		OnRegister:    func(u string) { fmt.Fprintln(stdout, u) },
 		MaxConcurrent: o.maxConcurrent,
 		Inspect:       store,
+		Webhooks:      webhooks,
 	}
 	return c.Run(ctx)
 }
@@ -219,4 +238,14 @@ func loadCA(path string) (*tls.Config, error) {
 		return nil, fmt.Errorf("CA file %s holds no PEM certificate", path)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// lowerAll lowercases names: hostnames are case-insensitive, and the proxy
+// checks them in lower case.
+func lowerAll(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = strings.ToLower(n)
+	}
+	return out
 }

@@ -126,3 +126,21 @@ func StartCPUProfile(path string) (stop func(), err error) {
 		f.Close()
 	}, nil
 }
+
+// List is a flag that may be given more than once, each time adding
+// values: a flag's value is split at commas, so that an environment
+// variable can hold several ("KEYHOLE_NAME=docs,app"). Empty parts are
+// ignored.
+type List []string
+
+func (l *List) String() string { return strings.Join(*l, ",") }
+
+// Set implements flag.Value.
+func (l *List) Set(v string) error {
+	for _, part := range strings.Split(v, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*l = append(*l, part)
+		}
+	}
+	return nil
+}

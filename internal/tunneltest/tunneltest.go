@@ -176,6 +176,7 @@ func (e *Env) Connect(c *client.Client) *Tunnel {
 	select {
 	case tun.URL = <-urls:
 	case err := <-tun.done:
+		close(tun.done) // for Stop at cleanup
 		t.Fatalf("client stopped before registering: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("client did not register within 10s")
