@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/keyhole-tunnel/keyhole/internal/stream"
+	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
 	"github.com/keyhole-tunnel/keyhole/limiter"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
@@ -34,7 +35,8 @@ type hostEntry struct {
 }
 
 // clientConn is one registered client websocket. The HTTP handler goroutine
-// reads; one writer goroutine writes, pings and closes.
+// reads; a writer goroutine, while there is something to write, writes and
+// closes; the instance's scheduler pings (see connio.go).
 type clientConn struct {
 	p        *Proxy
 	ws       *websocket.Conn
@@ -42,11 +44,11 @@ type clientConn struct {
 	label    string
 	log      *slog.Logger
 	rate     *limiter.Rate
-	out      *stream.Writer     // frames for the client; holds nothing while idle
+	out      outQueue           // frames for the client; holds nothing while idle
 	in       *stream.ConnWindow // the client's connection credit towards us
 	closing  chan struct{}
-	kick     chan struct{} // wakes the writer to re-check a replaced connection
-	lastRead atomic.Int64  // unix nanos
+	lastRead atomic.Int64 // unix nanos
+	connIO
 
 	closeOnce   sync.Once
 	closeCode   websocket.StatusCode
@@ -86,12 +88,16 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer p.wg.Done()
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	ws, conn, err := wsbuf.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		return // Accept wrote the HTTP error
 	}
 	ws.SetReadLimit(-1) // register reads at most registrationReadLimit
-	label, reg, ok := p.register(r.Context(), ws)
+	// Nothing cancels the request's context while a hijacked connection's
+	// handler runs, and deriving the handshake's timeouts from it would
+	// leave a map of children in it for the life of the connection.
+	rctx := context.WithoutCancel(r.Context())
+	label, reg, ok := p.register(rctx, ws)
 	if !ok {
 		return
 	}
@@ -101,18 +107,18 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		holder:  newHolder(p.instance, time.Now()),
 		label:   label,
 		rate:    limiter.NewRate(p.cfg.Rate, p.cfg.Burst),
-		out:     stream.NewWriter(messages.InitialConnWindow, maxControlQueue),
 		in:      stream.NewConnWindow(messages.InitialConnWindow, maxConnWindow),
 		closing: make(chan struct{}),
-		kick:    make(chan struct{}, 1),
 		streams: make(map[messages.ID]*relay),
+		connIO:  connIO{conn: conn},
 	}
+	c.out = outQueue{stream.NewWriter(messages.InitialConnWindow, maxControlQueue), c}
 	c.log = p.log.With("host", label, "conn", c.holder)
 	c.lastRead.Store(time.Now().UnixNano())
 	// Written first, and alone (never in a Batch: the client reads it with
-	// its handshake read limit), by the writer that starts after attach:
-	// once the registry names c, requests may be queued for it, and the
-	// client must hear this first. If attach fails it is never sent.
+	// its handshake read limit), by run after attach: once the registry
+	// names c, requests may be queued for it, and the client must hear
+	// this first. If attach fails it is never sent.
 	resp := &messages.RegistrationResponse{
 		Hostname:          label + "." + p.cfg.Domain,
 		URL:               p.cfg.tunnelURL(label),
@@ -124,7 +130,7 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		ConnBudget:        uint32(p.cfg.ConnWindowBudget),
 	}
 	first := messages.Encode(resp)
-	actx, cancel := context.WithTimeout(r.Context(), p.cfg.registrationTimeout)
+	actx, cancel := context.WithTimeout(rctx, p.cfg.registrationTimeout)
 	err = p.attach(actx, c)
 	cancel()
 	if err != nil {
@@ -137,14 +143,7 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 	p.metrics.clientConnected(1)
 	defer p.metrics.clientConnected(-1)
 
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.writeLoop(first)
-	}()
-	c.readLoop()
-	c.requestClose(websocket.StatusNormalClosure, "")
-	<-done
+	c.run(first)
 	// Gone before the queue closes: a request arriving in between is
 	// told the connection left (and may be tried elsewhere), not that its
 	// queue is full.

@@ -583,7 +583,7 @@ func (c *clientConn) publishTo(replyTo string, id messages.ID, frame []byte, n i
 // replaced is called when a newer connection, successor ("" if unknown),
 // registered the same key. Nothing new is delivered to c. Streams already
 // in flight may finish (a client moving off a draining instance loses
-// none), then c is told why and closed; see writeLoop.
+// none), then c is told why and closed; see wake.
 func (c *clientConn) replaced(successor string) {
 	c.mu.Lock()
 	if !c.gone {
@@ -613,10 +613,12 @@ func (c *clientConn) successorFor() string {
 	return c.successor
 }
 
+// wake closes a replaced connection once it should (replacedAndIdle). It
+// runs wherever that may have become so: at the replacement, at a stream's
+// end, and on the scheduler's tick for the timeout.
 func (c *clientConn) wake() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
+	if c.replacedAndIdle() {
+		c.requestClose(StatusReplaced, "replaced by a newer connection with the same key")
 	}
 }
 
@@ -647,6 +649,7 @@ func (c *clientConn) requestClose(code websocket.StatusCode, reason string) {
 		c.closeCode, c.closeReason = code, reason
 		close(c.closing)
 	})
+	c.startWriter() // there may be none running to see it
 }
 
 // failPending answers every stream still open on this connection: the
