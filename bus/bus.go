@@ -63,6 +63,12 @@ type Registry interface {
 	// Claim records holder for name, replacing any other holder: the newest
 	// connection wins. It returns the holder it replaced, or "".
 	Claim(ctx context.Context, name, holder string, ttl time.Duration) (previous string, err error)
+	// ClaimOrdered records holder for name unless the entry's current
+	// holder sorts after it, byte by byte: of two claims, the greater
+	// holder wins, whichever came first. It returns the holder it replaced
+	// or found ("" if none) and whether holder owns name now; claiming
+	// again as the current holder extends the TTL.
+	ClaimOrdered(ctx context.Context, name, holder string, ttl time.Duration) (current string, won bool, err error)
 	// Refresh extends the entry's TTL if holder still owns name, and reports
 	// whether it does.
 	Refresh(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
@@ -70,7 +76,16 @@ type Registry interface {
 	Release(ctx context.Context, name, holder string) error
 	// Lookup returns the current holder of name, or ErrNotFound.
 	Lookup(ctx context.Context, name string) (string, error)
-	// Heartbeat records that instance is alive for ttl more.
+	// Join adds member to the set named set for ttl, or extends its stay.
+	// Members of a set expire one by one.
+	Join(ctx context.Context, set, member string, ttl time.Duration) error
+	// Leave removes member from set.
+	Leave(ctx context.Context, set, member string) error
+	// Members returns the members of set whose stay has not expired, in
+	// no particular order.
+	Members(ctx context.Context, set string) ([]string, error)
+	// Heartbeat records that instance is alive for ttl more: it is Join on
+	// the set of instances.
 	Heartbeat(ctx context.Context, instance string, ttl time.Duration) error
 	// Instances returns the instances whose last heartbeat has not
 	// expired, in no particular order.

@@ -13,7 +13,7 @@ type Memory struct {
 	mu        sync.RWMutex
 	subs      map[string][]*memSub
 	names     map[string]memEntry
-	instances map[string]time.Time // expiry
+	sets      map[string]map[string]time.Time // member expiries, by set
 	closed    bool
 	now       func() time.Time
 }
@@ -31,7 +31,7 @@ type memEntry struct {
 
 // NewMemory returns an empty in-memory bus.
 func NewMemory() *Memory {
-	return &Memory{subs: make(map[string][]*memSub), names: make(map[string]memEntry), instances: make(map[string]time.Time), now: time.Now}
+	return &Memory{subs: make(map[string][]*memSub), names: make(map[string]memEntry), sets: make(map[string]map[string]time.Time), now: time.Now}
 }
 
 // Publish implements [Bus].
@@ -109,19 +109,60 @@ func (m *Memory) Claim(ctx context.Context, name, holder string, ttl time.Durati
 	return prev, nil
 }
 
-// Heartbeat implements [Registry].
-func (m *Memory) Heartbeat(ctx context.Context, instance string, ttl time.Duration) error {
+// ClaimOrdered implements [Registry].
+func (m *Memory) ClaimOrdered(ctx context.Context, name, holder string, ttl time.Duration) (string, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return "", false, ErrClosed
+	}
+	var cur string
+	if e, ok := m.names[name]; ok && !m.now().After(e.expires) {
+		cur = e.holder
+	}
+	if cur > holder {
+		return cur, false, nil
+	}
+	m.names[name] = memEntry{holder: holder, expires: m.now().Add(ttl)}
+	return cur, true, nil
+}
+
+// instancesSet is the set Heartbeat joins; no set name made by a caller
+// begins with a NUL.
+const instancesSet = "\x00instances"
+
+// Join implements [Registry].
+func (m *Memory) Join(ctx context.Context, set, member string, ttl time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return ErrClosed
 	}
-	m.instances[instance] = m.now().Add(ttl)
+	s := m.sets[set]
+	if s == nil {
+		s = make(map[string]time.Time)
+		m.sets[set] = s
+	}
+	s[member] = m.now().Add(ttl)
 	return nil
 }
 
-// Instances implements [Registry].
-func (m *Memory) Instances(ctx context.Context) ([]string, error) {
+// Leave implements [Registry].
+func (m *Memory) Leave(ctx context.Context, set, member string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	delete(m.sets[set], member)
+	if len(m.sets[set]) == 0 {
+		delete(m.sets, set)
+	}
+	return nil
+}
+
+// Members implements [Registry].
+func (m *Memory) Members(ctx context.Context, set string) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -129,14 +170,24 @@ func (m *Memory) Instances(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	now := m.now()
-	for id, exp := range m.instances {
+	for id, exp := range m.sets[set] {
 		if now.After(exp) {
-			delete(m.instances, id)
+			delete(m.sets[set], id)
 			continue
 		}
 		out = append(out, id)
 	}
 	return out, nil
+}
+
+// Heartbeat implements [Registry].
+func (m *Memory) Heartbeat(ctx context.Context, instance string, ttl time.Duration) error {
+	return m.Join(ctx, instancesSet, instance, ttl)
+}
+
+// Instances implements [Registry].
+func (m *Memory) Instances(ctx context.Context) ([]string, error) {
+	return m.Members(ctx, instancesSet)
 }
 
 // Refresh implements [Registry].

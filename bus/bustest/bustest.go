@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"slices"
 	"testing"
 	"time"
 
@@ -38,6 +39,8 @@ func Run(t *testing.T, newBus func(t *testing.T) (bus.Bus, bus.Registry)) {
 		{"ConcurrentPublishers", testConcurrentPublishers},
 		{"SubscribeChurn", testSubscribeChurn},
 		{"RegistryClaim", testRegistryClaim},
+		{"RegistryClaimOrdered", testRegistryClaimOrdered},
+		{"Sets", testSets},
 		{"RegistryExpiry", testRegistryExpiry},
 		{"RegistryRefreshExtends", testRegistryRefreshExtends},
 		{"Instances", testInstances},
@@ -482,6 +485,117 @@ func testRegistryClaim(t *testing.T, _ bus.Bus, r bus.Registry) {
 	}
 	if got := lookup(t, ctx, r, name); got != "a" {
 		t.Fatalf("claiming another name changed this one to %q", got)
+	}
+}
+
+func testRegistryClaimOrdered(t *testing.T, _ bus.Bus, r bus.Registry) {
+	ctx := testCtx(t)
+	name := unique(t, "name")
+	const ttl = time.Minute
+	for _, s := range []struct {
+		holder, wantCur string
+		wantWon         bool
+		want            string // holder afterwards
+	}{
+		{"0002|b", "", true, "0002|b"},
+		{"0001|z", "0002|b", false, "0002|b"}, // older: refused, whatever follows
+		{"0002|a", "0002|b", false, "0002|b"},
+		{"0002|b", "0002|b", true, "0002|b"}, // the holder again
+		{"0002|c", "0002|b", true, "0002|c"},
+		{"0010|a", "0002|c", true, "0010|a"},
+		// Byte order: "~" (0x7e) sorts after "a" in bytes, before it in
+		// many locales' collation.
+		{"0010|~", "0010|a", true, "0010|~"},
+		{"0010|a", "0010|~", false, "0010|~"},
+		// A longer value that shares the shorter's prefix sorts after it.
+		{"0010|~x", "0010|~", true, "0010|~x"},
+		{"0010|~", "0010|~x", false, "0010|~x"},
+	} {
+		cur, won, err := r.ClaimOrdered(ctx, name, s.holder, ttl)
+		if err != nil {
+			t.Fatalf("ClaimOrdered %q: %v", s.holder, err)
+		}
+		if cur != s.wantCur || won != s.wantWon {
+			t.Fatalf("ClaimOrdered %q = (%q, %v), want (%q, %v)", s.holder, cur, won, s.wantCur, s.wantWon)
+		}
+		if got := lookup(t, ctx, r, name); got != s.want {
+			t.Fatalf("after ClaimOrdered %q: holder %q, want %q", s.holder, got, s.want)
+		}
+	}
+	// Once released, any claim wins.
+	if err := r.Release(ctx, name, "0010|~x"); err != nil {
+		t.Fatal(err)
+	}
+	if cur, won, err := r.ClaimOrdered(ctx, name, "0000|a", ttl); err != nil || !won || cur != "" {
+		t.Fatalf("ClaimOrdered after release = (%q, %v, %v)", cur, won, err)
+	}
+}
+
+func testSets(t *testing.T, _ bus.Bus, r bus.Registry) {
+	ctx := testCtx(t)
+	set := unique(t, "pool")
+	members := func() []string {
+		t.Helper()
+		m, err := r.Members(ctx, set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(m)
+		return m
+	}
+	if m := members(); len(m) != 0 {
+		t.Fatalf("members of an unknown set: %q", m)
+	}
+	for _, m := range []string{"a", "b", "a"} {
+		if err := r.Join(ctx, set, m, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := members(); !slices.Equal(m, []string{"a", "b"}) {
+		t.Fatalf("after joining a, b and a again: %q", m)
+	}
+	// Stays expire one by one: a short stay for c goes, a and b stay.
+	if err := r.Join(ctx, set, "c", 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if m := members(); !slices.Equal(m, []string{"a", "b", "c"}) {
+		t.Fatalf("after c joined: %q", m)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for slices.Contains(members(), "c") {
+		if time.Now().After(deadline) {
+			t.Fatal("c's stay did not expire")
+		}
+		pollPause(ctx)
+	}
+	if m := members(); !slices.Equal(m, []string{"a", "b"}) {
+		t.Fatalf("after c's stay expired: %q", m)
+	}
+	// A shorter stay joined later does not cut the others short.
+	if err := r.Join(ctx, set, "d", 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	for slices.Contains(members(), "d") {
+		pollPause(ctx)
+	}
+	if m := members(); !slices.Equal(m, []string{"a", "b"}) {
+		t.Fatalf("after d's short stay: %q", m)
+	}
+	if err := r.Leave(ctx, set, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Leave(ctx, set, "nobody"); err != nil {
+		t.Fatal(err)
+	}
+	if m := members(); !slices.Equal(m, []string{"b"}) {
+		t.Fatalf("after a left: %q", m)
+	}
+	// Sets are independent of each other and of names.
+	if m, err := r.Members(ctx, unique(t, "pool")); err != nil || len(m) != 0 {
+		t.Fatalf("another set: %q, %v", m, err)
+	}
+	if _, err := r.Lookup(ctx, set); !errors.Is(err, bus.ErrNotFound) {
+		t.Fatalf("a set's name as a registry name: %v, want ErrNotFound", err)
 	}
 }
 

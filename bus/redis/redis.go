@@ -66,6 +66,12 @@ type Bus struct {
 
 	refreshScript *goredis.Script
 	releaseScript *goredis.Script
+	// claimOrderedScript sets the key unless its value sorts after the
+	// new one.
+	claimOrderedScript *goredis.Script
+	// joinScript adds a member to a set and makes the key expire with
+	// the set's longest stay.
+	joinScript *goredis.Script
 
 	// cmdMu serializes SUBSCRIBE and UNSUBSCRIBE commands together with the
 	// topic-state change that each one stands for, so the order of commands
@@ -120,6 +126,33 @@ if redis.call("GET", KEYS[1]) == ARGV[1] then
 	return redis.call("PEXPIRE", KEYS[1], ARGV[2])
 end
 return 0`),
+		// Byte order, not Lua's < on strings, which collates by the
+		// server's locale.
+		claimOrderedScript: goredis.NewScript(`
+local cur = redis.call("GET", KEYS[1])
+if cur then
+	local a, b = cur, ARGV[1]
+	local n = math.min(#a, #b)
+	local greater = #a > #b
+	for i = 1, n do
+		local x, y = string.byte(a, i), string.byte(b, i)
+		if x ~= y then
+			greater = x > y
+			break
+		end
+	end
+	if greater then
+		return {0, cur}
+	end
+else
+	cur = ""
+end
+redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+return {1, cur}`),
+		joinScript: goredis.NewScript(`
+redis.call("ZADD", KEYS[1], ARGV[1], ARGV[2])
+local last = redis.call("ZRANGE", KEYS[1], -1, -1, "WITHSCORES")
+return redis.call("PEXPIREAT", KEYS[1], last[2])`),
 		releaseScript: goredis.NewScript(`
 if redis.call("GET", KEYS[1]) == ARGV[1] then
 	return redis.call("DEL", KEYS[1])
