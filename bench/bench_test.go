@@ -54,6 +54,9 @@ func TestQuickRun(t *testing.T) {
 		_, section, ok := strings.Cut(md, "\n## "+scenarioTitle[sc]+"\n")
 		section, _, _ = strings.Cut(section, "\n## ")
 		want := "\n| figure | mode | median | min | max |"
+		if sc == "S10" {
+			want = "\n| requests | count | exact |"
+		}
 		if sc == "S9" {
 			// One table per deployment, a column per count.
 			want = "\n| figure |"
@@ -113,7 +116,8 @@ func TestQuickRun(t *testing.T) {
 		// scenarios frp runs in have an frp value.
 		var modes []string
 		for _, m := range rep.modes {
-			if (m == modeDirect && !f.vsDirect) || (m == modeFrp && !frpScenarios[f.scenario]) {
+			if (m == modeDirect && !f.vsDirect) || (m == modeFrp && !frpScenarios[f.scenario]) ||
+				(sparseModes[m] && len(f.vals[m]) == 0) || (m == modeRedisOther && holderOnly[f.scenario]) {
 				continue
 			}
 			modes = append(modes, m)
@@ -129,7 +133,7 @@ func TestQuickRun(t *testing.T) {
 			}
 		}
 	}
-	for _, m := range slices.DeleteFunc(slices.Clone(rep.modes), func(m string) bool { return !isKeyhole(m) }) {
+	for _, m := range slices.DeleteFunc(slices.Clone(rep.modes), func(m string) bool { return !isKeyhole(m) || m == modeRedisOther }) {
 		for _, f := range rep.figs {
 			if f.scenario == "S4" && f.name == "sample reachable" && f.get(m, 0) != 100 {
 				t.Errorf("S4, %s: %v%% of the sampled hostnames answered", m, f.get(m, 0))
@@ -148,6 +152,63 @@ func TestQuickRun(t *testing.T) {
 	for _, sc := range []string{"S6", "S7", "S8", "S9"} {
 		if !slices.ContainsFunc(rep.figs, func(f *figure) bool { return f.scenario == sc }) {
 			t.Errorf("no figures for %s", sc)
+		}
+	}
+	// No checked failure: no wrong answer in S10, no subscriber lost, the
+	// other instance's loads through it, every inspector capturing.
+	for _, f := range rep.failures {
+		t.Errorf("checked failure: %s", f)
+	}
+	// The capture cost's baseline is measured where it is compared.
+	if !slices.Contains(rep.modes, modeMemoryOff) {
+		t.Errorf("modes %v lack %s", rep.modes, modeMemoryOff)
+	}
+	_, redisErr := exec.LookPath("redis-server")
+	if withRedis := redisErr == nil; withRedis != slices.Contains(rep.modes, modeRedisOther) || withRedis != slices.Contains(rep.modes, modeRedis) {
+		t.Errorf("modes %v, with redis-server on PATH: %v", rep.modes, withRedis)
+	}
+	// Every ratio across modes that both modes ran in has a value per
+	// round.
+	for _, c := range rep.crossChecks() {
+		if !slices.Contains(rep.modes, c.num) || !slices.Contains(rep.modes, c.den) {
+			continue
+		}
+		f := rep.find(c.sc, c.fig)
+		if f == nil {
+			t.Errorf("no figure %s %q for %q", c.sc, c.fig, c.target)
+			continue
+		}
+		rs := f.modeRatios(c.num, c.den)
+		if len(rs) != o.rounds {
+			t.Errorf("%q: %d ratios, want %d", c.target, len(rs), o.rounds)
+		}
+		for _, v := range rs {
+			if math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 {
+				t.Errorf("%q: ratio %v", c.target, v)
+			}
+		}
+	}
+	if slices.Contains(rep.modes, modeRedisOther) {
+		// The loads of S1 and S2 through the other instance were each
+		// checked on the proxies' counters.
+		if len(rep.routes) != 2*o.rounds {
+			t.Errorf("%d routing checks, want %d: %q", len(rep.routes), 2*o.rounds, rep.routes)
+		}
+		sk := rep.soak
+		switch {
+		case sk == nil:
+			t.Error("S10 did not run")
+		case !sk.ok():
+			t.Errorf("S10: %q", sk.problems)
+		default:
+			for i, k := range sk.kinds {
+				if sk.counts[i].requests == 0 || sk.counts[i].ok != sk.counts[i].requests {
+					t.Errorf("S10 %s: %d requests, %d exact", k.name, sk.counts[i].requests, sk.counts[i].ok)
+				}
+			}
+			if sk.redis.samples == 0 || len(sk.redis.ours) < 2 || len(sk.redis.before) < 2 {
+				t.Errorf("S10 watched Redis %d times, subscribers %v (ours %v)", sk.redis.samples, sk.redis.before, sk.redis.ours)
+			}
 		}
 	}
 	// A stalled stream must stall only itself and move again once read.

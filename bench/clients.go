@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyhole-tunnel/keyhole/client"
+	"github.com/keyhole-tunnel/keyhole/client/inspect"
 )
 
 // clientsMain is the hidden "clients" subcommand: many client.Client in
@@ -25,7 +26,8 @@ import (
 //	registered URL        each time a client registers (again after a reconnect)
 //	error MESSAGE         when a client gives up
 //
-// and runs until ctx ends or --lifetime passes. At most --parallel
+// and runs until ctx ends or --lifetime passes. With --capture, each client
+// has an inspector store, as the client command has. At most --parallel
 // registrations are in flight at once, so the proxy sees a steady stream of
 // arrivals instead of one burst that would mostly measure the listen
 // backlog.
@@ -38,6 +40,7 @@ func clientsMain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	parallel := fs.Int("parallel", 32, "registrations in flight at once")
 	logLevel := fs.String("log-level", "info", "client log `level`; logs go to stderr")
 	lifetime := fs.Duration("lifetime", 2*time.Hour, "exit after this long even if never stopped")
+	capture := fs.Bool("capture", false, "each client records its exchanges in an inspector store of the\nclient command's default size, as the command does (no page is served)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,11 +76,16 @@ func clientsMain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		registered := make(chan struct{})
 		var once sync.Once
+		var store *inspect.Store
+		if *capture {
+			store = inspect.New(inspect.Options{Budget: inspect.DefaultBudget})
+		}
 		c := &client.Client{
-			Proxy:  *proxyURL,
-			Key:    keys[i],
-			Target: target,
-			Logger: log.With("client", i),
+			Inspect: store,
+			Proxy:   *proxyURL,
+			Key:     keys[i],
+			Target:  target,
+			Logger:  log.With("client", i),
 			OnRegister: func(u string) {
 				once.Do(func() { close(registered) })
 				out.printf("registered %s\n", u)

@@ -24,8 +24,10 @@ type fleet struct {
 const helperParallel = 32
 
 // startFleet starts n in-process clients against proxyAddr, split over
-// helpers processes.
-func (h *harness) startFleet(name, proxyAddr string, n, helpers int) (*fleet, error) {
+// helpers processes. With capture, each client records its exchanges as
+// the client command's inspector does, in a store of the command's default
+// size, with no inspector page.
+func (h *harness) startFleet(name, proxyAddr string, n, helpers int, capture bool) (*fleet, error) {
 	f := &fleet{seen: map[string]bool{}}
 	helpers = max(1, min(helpers, n))
 	for i := range helpers {
@@ -33,9 +35,13 @@ func (h *harness) startFleet(name, proxyAddr string, n, helpers int) (*fleet, er
 		if i < n%helpers {
 			share++
 		}
-		p, err := h.procs.start(fmt.Sprintf("%s helper %d", name, i+1), h.selfBin, []string{"clients",
+		args := []string{"clients",
 			"--n", strconv.Itoa(share), "--proxy", "ws://" + proxyAddr, "--target", "http://" + h.origin,
-			"--parallel", strconv.Itoa(helperParallel), "--log-level", h.o.logLevel}, f.onLine)
+			"--parallel", strconv.Itoa(helperParallel), "--log-level", h.o.logLevel}
+		if capture {
+			args = append(args, "--capture")
+		}
+		p, err := h.procs.start(fmt.Sprintf("%s helper %d", name, i+1), h.selfBin, args, f.onLine)
 		if err != nil {
 			f.stop(h.procs)
 			return nil, err

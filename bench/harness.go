@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -30,13 +31,22 @@ type harness struct {
 
 	proxyBin, clientBin, selfBin string
 	proxyHelp                    string // proxy --help, to see which flags it has
+	clientHelpOnce               sync.Once
+	clientHasInspect             bool // client --help lists --inspect
 
 	http    httpLoader
 	origin  string // 127.0.0.1:PORT
 	originP *proc
 	redis   string // redis://127.0.0.1:PORT/0, or ""
-	tunnels []*tunnel
-	keys    int // key files made so far
+	// redisLog watches the tunnels' redis-server's log for clients it
+	// closed for their output buffer.
+	redisLog *redisLogWatch
+	tunnels  []*tunnel
+	// captureOff is a second client on the memory-bus tunnel's proxy,
+	// started with --inspect off, for the inspector's capture cost (S1
+	// and S2); nil when neither runs.
+	captureOff *tunnel
+	keys       int // key files made so far
 
 	frp        *frpBins // nil: frp is not measured
 	frpPeer    *frpPeer // the long-lived frps and frpc
@@ -51,8 +61,23 @@ type tunnel struct {
 	busURL string // "" for the in-memory bus
 	proxy  *proc
 	addr   string // the proxy's 127.0.0.1:PORT
+	admin  string // the proxy's --admin address, or ""
 	client *proc
 	host   string // Host header that reaches the client
+	// inspect is the client's inspector address (127.0.0.1:PORT), or ""
+	// when it runs with --inspect off.
+	inspect string
+	// other, on the Redis bus, is a second proxy instance on the same
+	// Redis that holds no client: a request sent to it reaches the client
+	// through the bus and the proxy above, the holder.
+	other *instance
+}
+
+// instance is a proxy process that holds no client of its own.
+type instance struct {
+	proxy *proc
+	addr  string // 127.0.0.1:PORT
+	admin string // --admin address, or ""
 }
 
 // target is where one measurement sends its load.
@@ -100,6 +125,13 @@ func runHarness(ctx context.Context, o options, log io.Writer) (rep *report, err
 			if err := sc.run(ctx, round); err != nil {
 				return h.rep, err
 			}
+		}
+	}
+	// The soak runs once, after the rounds: it is a check more than a
+	// figure, and a minute long.
+	if o.scenarios["S10"] {
+		if err := h.s10(ctx); err != nil {
+			return h.rep, err
 		}
 	}
 	h.rep.fact("load average at end", loadavg())
@@ -164,8 +196,16 @@ func (h *harness) setup(ctx context.Context) error {
 		}
 	}
 	r.fact("load generator", fmt.Sprintf("%s for HTTP; the Go generator for WebSockets and checks", h.http.name()))
-	r.fact("settings", fmt.Sprintf("%d round(s), %v per measured load after a %v Go warm-up; client processes at --log-level %s; proxy at its defaults (500KB max body, info logs) but in S7 and S8 (fresh proxies with --max-body 0); S6 %d events %v apart; S7 and S8 bodies of %v",
-		h.o.rounds, h.o.duration, h.o.warmup, h.o.logLevel, h.o.s6Events, h.o.s6Interval, h.o.bulkSize))
+	r.fact("settings", fmt.Sprintf("%d round(s), %v per measured load after a %v Go warm-up; client processes at --log-level %s with their inspector on and capturing, as users run them (see inspector); proxy at its defaults (500KB max body, info logs) but in S7, S8 and S10 (fresh proxies with --max-body 0) and, on the Redis bus, --drain 0 (stopped between loads, at once); S6 %d events %v apart; S7 and S8 bodies of %v; S10 for %v",
+		h.o.rounds, h.o.duration, h.o.warmup, h.o.logLevel, h.o.s6Events, h.o.s6Interval, h.o.bulkSize, h.o.s10Duration))
+
+	if h.clientInspects() {
+		r.fact("inspector", "every client process runs as users run it, with the inspector on and capturing (--inspect 127.0.0.1:PORT, a free port each so that no two fight over 4040, "+
+			"--inspect-buffer at its default of 50MB); S5's clients (the client library in a helper process) capture into a store of the same default size each; "+
+			"S4's idle clients in the helpers have no inspector. Only the capture-cost client of S1 and S2 (\"tunnel, memory bus, --inspect off\") runs with --inspect off")
+	} else {
+		r.fact("inspector", "the client command has no --inspect flag: no capture, and its cost is not measured")
+	}
 
 	if err := h.startOrigin(ctx); err != nil {
 		return err
@@ -174,10 +214,30 @@ func (h *harness) setup(ctx context.Context) error {
 	if err := h.addTunnel(ctx, modeMemory, ""); err != nil {
 		return err
 	}
+	if (h.o.scenarios["S1"] || h.o.scenarios["S2"]) && h.clientInspects() {
+		if err := h.addCaptureOff(ctx); err != nil {
+			return err
+		}
+	}
 	if err := h.setupRedis(ctx); err != nil {
 		return err
 	}
 	return h.setupFrp(ctx)
+}
+
+// addCaptureOff starts the second client on the memory-bus tunnel's proxy,
+// with --inspect off: S1 and S2 measure it right after the capturing one,
+// on the same proxy, for the inspector's capture cost.
+func (h *harness) addCaptureOff(ctx context.Context) error {
+	mem := h.tunnels[0]
+	c, host, _, err := h.startClientWith(ctx, "client (memory, --inspect off)", mem.addr, false)
+	if err != nil {
+		return err
+	}
+	h.captureOff = &tunnel{mode: modeMemoryOff, proxy: mem.proxy, addr: mem.addr, client: c, host: host}
+	h.rep.modes = append(h.rep.modes, modeMemoryOff)
+	h.logf("capture-cost client (--inspect off) on the memory-bus proxy: pid %d, Host %s", c.pid, host)
+	return nil
 }
 
 // setupFrp starts the long-lived frps and frpc when --frp (or its
@@ -230,8 +290,99 @@ func (h *harness) setupRedis(ctx context.Context) error {
 	if err := h.startRedis(ctx, bin); err != nil {
 		return err
 	}
-	h.rep.modes = append(h.rep.modes, modeRedis)
-	return h.addTunnel(ctx, modeRedis, h.redis)
+	h.rep.modes = append(h.rep.modes, modeRedis, modeRedisOther)
+	if err := h.addTunnel(ctx, modeRedis, h.redis); err != nil {
+		return err
+	}
+	return h.addOther(ctx, h.tunnels[len(h.tunnels)-1])
+}
+
+// addOther starts the second proxy instance on t's Redis, which holds no
+// client, and checks on both instances' /metrics that the client is
+// connected to t's proxy only and that the other instance reaches it.
+func (h *harness) addOther(ctx context.Context, t *tunnel) error {
+	in, err := h.startInstance(ctx, "proxy ("+modeRedisOther+")", t.busURL)
+	if err != nil {
+		return err
+	}
+	t.other = in
+	if err := waitRouted(ctx, in, t.host); err != nil {
+		return fmt.Errorf("the other instance: %w", err)
+	}
+	h.logf("tunnel (redis bus), other instance: proxy on %s (pid %d), no client", in.addr, in.proxy.pid)
+	if t.admin == "" || in.admin == "" {
+		h.rep.note("Which instance holds the client was not checked: cmd/proxy has no --admin flag.")
+		return nil
+	}
+	held, err := connectedClients(ctx, t.admin)
+	if err != nil {
+		return err
+	}
+	elsewhere, err := connectedClients(ctx, in.admin)
+	if err != nil {
+		return err
+	}
+	if held != 1 || elsewhere != 0 {
+		h.rep.fail("Redis bus: keyhole_connected_clients is %v on the holding instance and %v on the other, want 1 and 0: the other instance's figures would not be across instances", held, elsewhere)
+	}
+	h.rep.fact("Redis bus, two instances", fmt.Sprintf("one redis-server; the client connects to the holding instance (/metrics: keyhole_connected_clients %v there, %v on the other), "+
+		"and loads for \"other instance\" go to the second proxy on the same Redis, which reaches the client through the bus", held, elsewhere))
+	return nil
+}
+
+// startInstance starts a proxy with an --admin listener on a free port
+// (when cmd/proxy has the flag) and waits for that listener too.
+func (h *harness) startInstance(ctx context.Context, name, busURL string, extra ...string) (*instance, error) {
+	if !hasFlag(h.proxyHelp, "admin") {
+		p, addr, err := h.startProxy(ctx, name, busURL, extra...)
+		if err != nil {
+			return nil, err
+		}
+		return &instance{proxy: p, addr: addr}, nil
+	}
+	var last error
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		admin := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		p, addr, err := h.startProxy(ctx, name, busURL, append(slices.Clip(extra), "--admin", admin)...)
+		if err != nil {
+			last = err
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue
+		}
+		if last = waitTCP(ctx, admin, p, 15*time.Second); last == nil {
+			return &instance{proxy: p, addr: addr, admin: admin}, nil
+		}
+		p.stop()
+		h.procs.forget(p)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return nil, last
+}
+
+// waitRouted waits until a request for host sent to in is answered by the
+// origin: the registry entry the holder wrote is visible to in.
+func waitRouted(ctx context.Context, in *instance, host string) error {
+	hc := newHTTPClient(1)
+	defer hc.CloseIdleConnections()
+	var last error
+	err := waitFor(ctx, 15*time.Second, in.proxy.name+" to reach "+host, []*proc{in.proxy}, func() bool {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		last = doRequest(rctx, hc, "GET", "http://"+in.addr+"/small", host, nil, smallSize, smallBody)
+		return last == nil
+	})
+	if err != nil && last != nil {
+		err = fmt.Errorf("%w; last: %v", err, last)
+	}
+	return err
 }
 
 func (h *harness) startOrigin(ctx context.Context) error {
@@ -275,14 +426,16 @@ func (h *harness) startRedis(ctx context.Context, bin string) error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
+		w := &redisLogWatch{}
 		p, err := h.procs.start("redis-server", bin, []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir}, nil)
+			"--save", "", "--appendonly", "no", "--dir", dir}, w.line)
 		if err != nil {
 			return err
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		if last = waitFor(ctx, 10*time.Second, "redis-server", []*proc{p}, func() bool { return redisPing(addr) }); last == nil {
 			h.redis = "redis://" + addr + "/0"
+			h.redisLog = w
 			h.logf("redis-server on %s (pid %d)", addr, p.pid)
 			return nil
 		}
@@ -323,6 +476,12 @@ func (h *harness) startProxy(ctx context.Context, name, busURL string, extra ...
 		args := []string{"--listen", addr, "--domain", "localhost"}
 		if busURL != "" {
 			args = append(args, "--bus", busURL)
+			// A proxy on a shared bus drains for a while on SIGTERM;
+			// the harness stops its proxies only between loads, and
+			// waiting would add seconds to every stop.
+			if hasFlag(h.proxyHelp, "drain") {
+				args = append(args, "--drain", "0")
+			}
 		}
 		args = append(args, extra...)
 		p, err := h.procs.start(name, h.proxyBin, args, nil)
@@ -341,14 +500,38 @@ func (h *harness) startProxy(ctx context.Context, name, busURL string, extra ...
 	return nil, "", last
 }
 
-// startClient starts one ordinary client process with a fresh key and
-// waits until it has registered. It returns the Host header of its tunnel.
+// startClient starts one ordinary client process with a fresh key, its
+// inspector on and capturing as users run it, and waits until it has
+// registered. It returns the Host header of its tunnel.
 func (h *harness) startClient(ctx context.Context, name, proxyAddr string) (*proc, string, error) {
+	p, host, _, err := h.startClientWith(ctx, name, proxyAddr, true)
+	return p, host, err
+}
+
+// startClientWith is startClient with the inspector on a free port of
+// 127.0.0.1 (returned) when capture is true, else with --inspect off. A
+// client command without --inspect gets neither.
+func (h *harness) startClientWith(ctx context.Context, name, proxyAddr string, capture bool) (*proc, string, string, error) {
 	h.keys++
 	key := filepath.Join(h.dir, fmt.Sprintf("client-%d.jwk", h.keys))
+	args := []string{"--proxy", "ws://" + proxyAddr, "--key", key, "--log-level", h.o.logLevel}
+	inspectAddr := ""
+	switch {
+	case !h.clientInspects():
+	case capture:
+		port, err := freePort()
+		if err != nil {
+			return nil, "", "", err
+		}
+		// The client moves to one of the next ports by itself if this
+		// one is taken in the meantime.
+		inspectAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		args = append(args, "--inspect", inspectAddr)
+	default:
+		args = append(args, "--inspect", "off")
+	}
 	urls := make(chan string, 1)
-	p, err := h.procs.start(name, h.clientBin, []string{"--proxy", "ws://" + proxyAddr, "--key", key,
-		"--log-level", h.o.logLevel, "http://" + h.origin}, func(line string) {
+	p, err := h.procs.start(name, h.clientBin, append(args, "http://"+h.origin), func(line string) {
 		if strings.Contains(line, "://") {
 			select {
 			case urls <- line:
@@ -357,7 +540,7 @@ func (h *harness) startClient(ctx context.Context, name, proxyAddr string) (*pro
 		}
 	})
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	var host string
 	var bad error
@@ -376,9 +559,18 @@ func (h *harness) startClient(ctx context.Context, name, proxyAddr string) (*pro
 	if err != nil {
 		p.stop()
 		h.procs.forget(p)
-		return nil, "", err
+		return nil, "", "", err
 	}
-	return p, host, nil
+	return p, host, inspectAddr, nil
+}
+
+// clientInspects reports whether the client command has an inspector.
+func (h *harness) clientInspects() bool {
+	h.clientHelpOnce.Do(func() {
+		out, _ := exec.Command(h.clientBin, "--help").CombinedOutput()
+		h.clientHasInspect = hasFlag(string(out), "inspect")
+	})
+	return h.clientHasInspect
 }
 
 // hostOf returns the Host header for a public tunnel URL.
@@ -405,25 +597,26 @@ func (h *harness) addTunnel(ctx context.Context, mode, busURL string) error {
 			h.rep.note("--cpuprofile ignored: cmd/proxy has no --cpuprofile flag.")
 		}
 	}
-	p, addr, err := h.startProxy(ctx, "proxy ("+mode+")", busURL, extra...)
+	in, err := h.startInstance(ctx, "proxy ("+mode+")", busURL, extra...)
 	if err != nil {
 		return err
 	}
-	c, host, err := h.startClient(ctx, "client ("+mode+")", addr)
+	c, host, inspect, err := h.startClientWith(ctx, "client ("+mode+")", in.addr, true)
 	if err != nil {
 		return err
 	}
-	h.tunnels = append(h.tunnels, &tunnel{mode: mode, busURL: busURL, proxy: p, addr: addr, client: c, host: host})
-	h.logf("tunnel (%s bus): proxy on %s (pid %d), client pid %d, Host %s", mode, addr, p.pid, c.pid, host)
+	h.tunnels = append(h.tunnels, &tunnel{mode: mode, busURL: busURL, proxy: in.proxy, addr: in.addr, admin: in.admin, client: c, host: host, inspect: inspect})
+	h.logf("tunnel (%s bus): proxy on %s (pid %d), client pid %d, Host %s", mode, in.addr, in.proxy.pid, c.pid, host)
 	return nil
 }
 
-// targets lists direct first, then every tunnel, then frp when it is
+// targets lists direct first, then every tunnel (on the Redis bus, through
+// the holding instance and then through the other), then frp when it is
 // measured: the interleaving order.
 func (h *harness) targets() []target {
 	ts := []target{h.directTarget()}
 	for _, t := range h.tunnels {
-		ts = append(ts, t.target(h.originP))
+		ts = append(ts, t.targets(h.originP)...)
 	}
 	if h.frpPeer != nil {
 		ts = append(ts, h.frpPeer.target(h.originP))
@@ -431,14 +624,37 @@ func (h *harness) targets() []target {
 	return ts
 }
 
+// captureTargets are targets with the --inspect off client right after the
+// capturing one on the same memory-bus proxy: the loads whose capture cost
+// is measured.
+func (h *harness) captureTargets() []target {
+	ts := h.targets()
+	if h.captureOff == nil {
+		return ts
+	}
+	i := slices.IndexFunc(ts, func(t target) bool { return t.mode == modeMemory })
+	return slices.Insert(ts, i+1, h.captureOff.target(h.originP))
+}
+
 func (h *harness) directTarget() target {
 	return target{mode: modeDirect, addr: h.origin, cpu: map[string][]*proc{"origin": {h.originP}}}
 }
 
-// target is where loads through t go.
+// target is where loads through t's own proxy go.
 func (t *tunnel) target(origin *proc) target {
 	return target{mode: t.mode, addr: t.addr, host: t.host,
 		cpu: map[string][]*proc{"proxy": {t.proxy}, "client": {t.client}, "origin": {origin}}}
+}
+
+// targets is t's target, then, when t has another instance, the target
+// through it: both proxies' CPU time counts as the proxy's.
+func (t *tunnel) targets(origin *proc) []target {
+	ts := []target{t.target(origin)}
+	if t.other != nil {
+		ts = append(ts, target{mode: modeRedisOther, addr: t.other.addr, host: t.host,
+			cpu: map[string][]*proc{"proxy": {t.other.proxy, t.proxy}, "client": {t.client}, "origin": {origin}}})
+	}
+	return ts
 }
 
 // hasFlag reports whether a command's --help output lists flag name.

@@ -17,8 +17,12 @@
 // Scenarios, for --rounds rounds. S1 to S8 each run direct, through a
 // tunnel on the in-memory bus, through a tunnel on the Redis bus (when
 // redis-server is installed and the proxy has a --bus flag) and, with
-// --frp, through frp's HTTP mode, interleaved; S9 needs no tunnel, and
-// "--scenarios S9" builds and starts nothing but Redis:
+// --frp, through frp's HTTP mode, interleaved. On the Redis bus every
+// figure is measured twice: through the "holding instance", the proxy the
+// client is connected to, and through the "other instance", a second
+// proxy on the same redis-server that holds no client and reaches it
+// through the bus (S4 measures the holding proxy only). S9 needs no
+// tunnel, and "--scenarios S9" builds and starts nothing but Redis:
 //
 //	S1  small GET (1 KiB): latency at concurrency 1, req/s at 64
 //	S2  400 KiB GET and POST at concurrency 16: MB/s
@@ -32,6 +36,19 @@
 //	    (one server, and a Redis Cluster when redis-cli is installed)
 //	    through bus/redis, without websockets: claims, refreshes,
 //	    lookups and Redis's CPU and memory per entry at growing counts
+//	S10 a soak across instances, once after the rounds (--s10-duration,
+//	    a minute): small GETs, 400 KiB GETs and POSTs and multi-MB
+//	    downloads at once through the other instance, every answer
+//	    checked byte for byte, Redis watched for a subscriber it
+//	    disconnects (CLIENT LIST, INFO stats, its log)
+//
+// Every client process runs as users run it, with its inspector on and
+// capturing (--inspect on a free port each); S1 (c=64) and S2 (GET) also
+// measure a second client on the memory-bus proxy with --inspect off, for
+// the capture cost. The report's "Across buses, instances and capture"
+// section has the ratios between modes that issues 10 and 12 set targets
+// for (Redis ÷ memory, other instance ÷ holding instance, capture on ÷
+// off), computed round by round.
 //
 // frp is not part of keyhole: --frp names a directory holding frps and
 // frpc built separately from frp's public source, and the harness only
@@ -40,7 +57,11 @@
 // The report is Markdown on stdout (and in --out): median, min and max of
 // each figure over the rounds, and the tunnel/direct (and keyhole/frp)
 // ratios computed round by round. Progress goes to stderr. Every child
-// process is stopped by PID when the run ends or is interrupted.
+// process is stopped by PID when the run ends or is interrupted. A checked
+// failure (a wrong answer in S10, a subscriber Redis disconnected, a load
+// meant for the other instance that did not go through it, a client whose
+// inspector did not capture) is in the report's notes and makes the
+// command exit non-zero once the report is out.
 package main
 
 import (
@@ -94,6 +115,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if werr := os.WriteFile(o.out, []byte(md), 0o644); werr != nil && err == nil {
 			err = fmt.Errorf("write report: %w", werr)
 		}
+	}
+	if err == nil && len(rep.failures) > 0 {
+		err = fmt.Errorf("%d checked failure(s), see the report's notes; first: %s", len(rep.failures), rep.failures[0])
 	}
 	return err
 }

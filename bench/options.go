@@ -38,8 +38,10 @@ type options struct {
 	s9Instances   int
 	s9Lookups     int
 	s9Cluster     redisMode
-	logLevel      string // of the client processes
-	out           string
+	// s10Duration is how long S10's soak runs.
+	s10Duration time.Duration
+	logLevel    string // of the client processes
+	out         string
 
 	// s6Events SSE events, s6Interval apart, per S6 measurement.
 	s6Events   int
@@ -62,11 +64,11 @@ type options struct {
 }
 
 // allScenarios in report order.
-var allScenarios = []string{"S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9"}
+var allScenarios = []string{"S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10"}
 
 // tunnelScenarios need the proxy and client commands, the origin and the
 // long-lived tunnels; S9 needs none of them.
-var tunnelScenarios = []string{"S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"}
+var tunnelScenarios = []string{"S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S10"}
 
 // hiddenFlags are left out of --help.
 var hiddenFlags = map[string]bool{"cpuprofile": true, "proxy-bin": true, "client-bin": true}
@@ -82,8 +84,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.rounds, "rounds", 3, "interleaved `rounds` of every scenario")
 	fs.DurationVar(&o.duration, "duration", 2*time.Second, "length of each measured load")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "Go warm-up load before each measured load (0 = none)")
-	fs.BoolVar(&o.quick, "quick", false, "every scenario for about a second, 1 round, S4 with 50 clients,\nS5 with 10, S6 with 20 events, S7 and S8 with 16MB, S9 with 500\nand 2000 entries (flags given explicitly still win)")
-	fs.Var(&o.redis, "redis", "tunnel on the Redis bus too: auto (when redis-server is on PATH),\ntrue (fail without it) or false")
+	fs.BoolVar(&o.quick, "quick", false, "every scenario for about a second, 1 round, S4 with 50 clients,\nS5 with 10, S6 with 20 events, S7 and S8 with 16MB, S9 with 500\nand 2000 entries, S10 for 3s (flags given explicitly still win)")
+	fs.Var(&o.redis, "redis", "tunnel on the Redis bus too, through the instance holding the client\nand through a second instance on the same Redis: auto (when\nredis-server is on PATH), true (fail without it) or false")
 	fs.StringVar(&o.loadgen, "loadgen", "auto", "HTTP load generator: auto (wrk when installed), wrk or go")
 	only := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated `list` of scenarios to run")
 	fs.IntVar(&o.s4Clients, "s4-clients", 1000, "idle clients registered on one proxy in S4")
@@ -95,6 +97,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.s9Instances, "s9-instances", 8, "simulated proxy instances in S9, each with its own bus")
 	fs.IntVar(&o.s9Lookups, "s9-lookups", 5000, "lookups timed at each S9 count; 300 with --quick")
 	fs.Var(&o.s9Cluster, "s9-cluster", "S9 against a Redis Cluster too: auto (when redis-cli is on PATH and\nbus/redis connects to it), true (fail without it) or false")
+	fs.DurationVar(&o.s10Duration, "s10-duration", time.Minute, "length of S10, the soak of mixed small and large requests through the\nproxy instance that does not hold the tunnel (Redis bus), run once after\nthe rounds; 3s with --quick")
 	fs.IntVar(&o.s6Events, "s6-events", 50, "Server-Sent Events per S6 measurement")
 	fs.DurationVar(&o.s6Interval, "s6-interval", 20*time.Millisecond, "time between two S6 events")
 	fs.Var(&o.bulkSize, "bulk-size", "`size` of S7's download and upload and of S8's fast download, like\n100MB or 1GiB; 16MB with --quick")
@@ -132,16 +135,17 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quick := map[string]func(){
-			"rounds":     func() { o.rounds = 1 },
-			"duration":   func() { o.duration = time.Second },
-			"warmup":     func() { o.warmup = 200 * time.Millisecond },
-			"s4-clients": func() { o.s4Clients = 50 },
-			"s4-sample":  func() { o.s4Sample = 20 },
-			"s5-clients": func() { o.s5Clients = 10 },
-			"s6-events":  func() { o.s6Events = 20 },
-			"bulk-size":  func() { o.bulkSize = 16 * 1000 * 1000 },
-			"s9-counts":  func() { counts = countList{500, 2000} },
-			"s9-lookups": func() { o.s9Lookups = 300 },
+			"rounds":       func() { o.rounds = 1 },
+			"duration":     func() { o.duration = time.Second },
+			"warmup":       func() { o.warmup = 200 * time.Millisecond },
+			"s4-clients":   func() { o.s4Clients = 50 },
+			"s4-sample":    func() { o.s4Sample = 20 },
+			"s5-clients":   func() { o.s5Clients = 10 },
+			"s6-events":    func() { o.s6Events = 20 },
+			"bulk-size":    func() { o.bulkSize = 16 * 1000 * 1000 },
+			"s9-counts":    func() { counts = countList{500, 2000} },
+			"s9-lookups":   func() { o.s9Lookups = 300 },
+			"s10-duration": func() { o.s10Duration = 3 * time.Second },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -195,6 +199,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--s9-instances must be between 1 and 256")
 	case o.s9Lookups < 1 || o.s9Lookups > 1000000:
 		return o, errors.New("--s9-lookups must be between 1 and 1000000")
+	case o.s10Duration < time.Second || o.s10Duration > time.Hour:
+		return o, errors.New("--s10-duration must be between 1s and 1h")
 	case len(o.scenarios) == 0:
 		return o, errors.New("--scenarios names no scenario")
 	}

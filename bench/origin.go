@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -85,6 +87,45 @@ func (w *patternWriter) Write(p []byte) (int, error) {
 	return total, nil
 }
 
+// echoMax bounds what POST /echo keeps in memory.
+const echoMax = 16 << 20
+
+// randBody is the pseudo-random stream of GET /rand for seed: ChaCha8, so
+// that both ends make the same bytes quickly and any two seeds differ.
+func randBody(seed uint64) *rand.ChaCha8 {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	copy(key[8:], "keyhole bench body")
+	return rand.NewChaCha8(key)
+}
+
+// randChecker checks that what is written to it is randBody(seed), and
+// counts it.
+type randChecker struct {
+	src  *rand.ChaCha8
+	off  int64
+	want []byte
+}
+
+func newRandChecker(seed uint64) *randChecker { return &randChecker{src: randBody(seed)} }
+
+func (c *randChecker) Write(p []byte) (int, error) {
+	if cap(c.want) < len(p) {
+		c.want = make([]byte, len(p))
+	}
+	want := c.want[:len(p)]
+	c.src.Read(want)
+	if !bytes.Equal(p, want) {
+		for i := range p {
+			if p[i] != want[i] {
+				return i, fmt.Errorf("%w: differs from the expected body at byte %d", errWrongBody, c.off+int64(i))
+			}
+		}
+	}
+	c.off += int64(len(p))
+	return len(p), nil
+}
+
 func pattern(n int) []byte {
 	b := make([]byte, n)
 	for i := range b {
@@ -111,6 +152,11 @@ func pattern(n int) []byte {
 //	              length in decimal
 //	GET  /progress?id=ID
 //	              bytes written so far by the GET /bulk with that id
+//	GET  /rand?size=N&seed=S
+//	              N pseudo-random bytes, the stream randBody(S) gives: a
+//	              body of its own for every seed, which the caller can check
+//	              without having kept it
+//	POST /echo    reads the whole body (at most echoMax) and sends it back
 func originMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench origin", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -228,6 +274,36 @@ func originHandler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, strconv.FormatInt(pw.off, 10))
+	})
+	mux.HandleFunc("GET /rand", func(w http.ResponseWriter, r *http.Request) {
+		size, err1 := strconv.ParseInt(r.URL.Query().Get("size"), 10, 64)
+		seed, err2 := strconv.ParseUint(r.URL.Query().Get("seed"), 10, 64)
+		if err1 != nil || err2 != nil || size < 0 {
+			http.Error(w, "want size=BYTES&seed=NUMBER", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		src := randBody(seed)
+		buf := make([]byte, min(size, bulkChunk))
+		for off := int64(0); off < size; {
+			b := buf[:min(int64(len(buf)), size-off)]
+			src.Read(b)
+			if _, err := w.Write(b); err != nil {
+				return
+			}
+			off += int64(len(b))
+		}
+	})
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, echoMax))
+		if err != nil {
+			http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		w.Write(b)
 	})
 	mux.HandleFunc("GET /progress", func(w http.ResponseWriter, r *http.Request) {
 		v, ok := progress.Load(r.URL.Query().Get("id"))

@@ -70,7 +70,7 @@ func TestS9Options(t *testing.T) {
 		{"no instance", []string{"--s9-instances", "0"}, nil, false},
 		{"no lookup", []string{"--s9-lookups", "0"}, nil, false},
 		{"cluster off", []string{"--s9-cluster=false"}, []int{1000, 10000, 50000, 100000}, true},
-		{"unknown scenario", []string{"--scenarios", "S10"}, nil, false},
+		{"unknown scenario", []string{"--scenarios", "S11"}, nil, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			o, err := parseOptions(c.args, io.Discard)

@@ -12,30 +12,52 @@ import (
 const (
 	modeDirect = "direct"
 	modeMemory = "memory"
-	modeRedis  = "redis"
-	modeFrp    = "frp"
+	// modeMemoryOff is the memory-bus tunnel's proxy with a second client
+	// that runs with --inspect off: the capture cost's baseline, measured
+	// in S1 (c=64) and S2 (GET) only.
+	modeMemoryOff = "memory-off"
+	// modeRedis is a tunnel on the Redis bus reached through the proxy
+	// instance that holds its client; modeRedisOther the same tunnel
+	// reached through a second instance on the same Redis.
+	modeRedis      = "redis"
+	modeRedisOther = "redis-other"
+	modeFrp        = "frp"
 )
 
 var modeLabel = map[string]string{
-	modeDirect: "direct",
-	modeMemory: "tunnel, memory bus",
-	modeRedis:  "tunnel, Redis bus",
-	modeFrp:    "frp, HTTP vhost",
+	modeDirect:     "direct",
+	modeMemory:     "tunnel, memory bus",
+	modeMemoryOff:  "tunnel, memory bus, --inspect off",
+	modeRedis:      "tunnel, Redis bus, holding instance",
+	modeRedisOther: "tunnel, Redis bus, other instance",
+	modeFrp:        "frp, HTTP vhost",
 }
 
-// isKeyhole reports whether mode is a keyhole tunnel.
-func isKeyhole(mode string) bool { return mode == modeMemory || mode == modeRedis }
+// isKeyhole reports whether mode is a keyhole tunnel as users run it (the
+// --inspect off baseline is not).
+func isKeyhole(mode string) bool {
+	return mode == modeMemory || mode == modeRedis || mode == modeRedisOther
+}
+
+// sparseModes are measured in a few figures only; every other figure has
+// no value for them.
+var sparseModes = map[string]bool{modeMemoryOff: true}
+
+// holderOnly are the scenarios that measure the instance holding the
+// clients only: S4's figures are the holding proxy's own.
+var holderOnly = map[string]bool{"S4": true}
 
 var scenarioTitle = map[string]string{
-	"S1": "S1: small GET (1 KiB)",
-	"S2": "S2: large bodies (400 KiB) at concurrency 16",
-	"S3": "S3: WebSocket echo (1 KiB messages, 64 streams)",
-	"S4": "S4: idle clients on one proxy",
-	"S5": "S5: load spread over many clients, concurrency 64",
-	"S6": "S6: Server-Sent Events, latency of each event",
-	"S7": "S7: one large download and one large upload",
-	"S8": "S8: a fast download beside a stalled reader",
-	"S9": "S9: the registry of a large fleet, simulated",
+	"S1":  "S1: small GET (1 KiB)",
+	"S2":  "S2: large bodies (400 KiB) at concurrency 16",
+	"S3":  "S3: WebSocket echo (1 KiB messages, 64 streams)",
+	"S4":  "S4: idle clients on one proxy",
+	"S5":  "S5: load spread over many clients, concurrency 64",
+	"S6":  "S6: Server-Sent Events, latency of each event",
+	"S7":  "S7: one large download and one large upload",
+	"S8":  "S8: a fast download beside a stalled reader",
+	"S9":  "S9: the registry of a large fleet, simulated",
+	"S10": "S10: soak across instances",
 }
 
 // report collects every figure of a run and renders it as Markdown.
@@ -50,6 +72,12 @@ type report struct {
 	notes    []string
 	targets  []targetRow
 	pids     []int // every process the run started
+	// failures are checked failures: the run exits non-zero after its
+	// report when there is any.
+	failures []string
+	soak     *soakResult // S10, nil when it did not run
+	// routes are the cross-instance routing checks, one line each.
+	routes []string
 }
 
 // figure is one measured quantity, per mode and round.
@@ -81,6 +109,27 @@ func (r *report) fact(k, v string) { r.facts = append(r.facts, [2]string{k, v}) 
 
 func (r *report) note(format string, args ...any) {
 	r.notes = append(r.notes, fmt.Sprintf(format, args...))
+}
+
+// fail records a checked failure: a note that says so, and a non-zero exit
+// once the report is out.
+func (r *report) fail(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.failures = append(r.failures, msg)
+	r.notes = append(r.notes, "**Failed:** "+msg)
+}
+
+// modeRatios is the round-by-round ratio of f's value in mode num to its
+// value in mode den, in the rounds where both were measured.
+func (f *figure) modeRatios(num, den string) []float64 {
+	var out []float64
+	for i, v := range f.vals[num] {
+		base := f.get(den, i)
+		if !math.IsNaN(v) && !math.IsNaN(base) && base != 0 {
+			out = append(out, v/base)
+		}
+	}
+	return out
 }
 
 // fig returns the figure scenario/name, creating it on first use; figures
@@ -216,6 +265,13 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "- **%s:** %s\n", kv[0], kv[1])
 	}
 	for _, sc := range allScenarios {
+		if sc == "S10" {
+			if r.soak != nil {
+				fmt.Fprintf(&b, "\n## %s\n\n%s\n\n", scenarioTitle[sc], r.how(sc))
+				r.soak.markdown(&b)
+			}
+			continue
+		}
 		var figs []*figure
 		for _, f := range r.figs {
 			if f.scenario == sc {
@@ -277,10 +333,12 @@ func (r *report) markdown() string {
 			fmt.Fprintf(&b, "\n%s.\n", strings.Join(legends, "; "))
 		}
 	}
+	r.crossMarkdown(&b)
 	if len(r.targets) > 0 {
 		b.WriteString("\n## Targets\n\n")
 		fmt.Fprintf(&b, "Every ratio is computed round by round within this run, then its median is taken. "+
-			"From: %s = the first performance pass; %s = protocol v2, where every body is a stream.\n\n", issue4, issueV2)
+			"From: %s = the first performance pass; %s = protocol v2, where every body is a stream; "+
+			"%s = scale-out across instances; %s = the inspector.\n\n", issue4, issueV2, issue10, issue12)
 		b.WriteString("| from | scenario | target | keyhole bus | measured (median) | met |\n|---|---|---|---|--:|---|\n")
 		for _, t := range r.targets {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", t.from, t.scenario, t.target, t.mode, t.measured, t.met)
@@ -303,13 +361,15 @@ func (r *report) how(sc string) string {
 	case "S1":
 		return fmt.Sprintf("GET /small (1 KiB body) for %s at 1 connection (latency) and at 64 (throughput). "+
 			"Added p50 = tunnel p50 − direct p50 of the same round. "+
-			"CPU rows: user+system CPU time of each process during the load (/proc/PID/stat, 10 ms ticks) per request answered; for frp, proxy = frps and client = frpc.", d)
+			"CPU rows: user+system CPU time of each process during the load (/proc/PID/stat, 10 ms ticks) per request answered; for frp, proxy = frps and client = frpc; "+
+			"through the other instance, proxy = both instances together. "+
+			"At c=64, \"--inspect off\" is a second client on the memory-bus tunnel's proxy with its inspector off, measured right after the capturing one: the capture cost.%s", d, otherText)
 	case "S2":
 		return fmt.Sprintf("GET /large (400 KiB response) and POST /upload (400 KiB request body) for %s on 16 connections. "+
-			"MB/s = payload bytes per second / 10^6.", d)
+			"MB/s = payload bytes per second / 10^6. The GET is measured with --inspect off too, as in S1.%s", d, otherText)
 	case "S3":
 		return fmt.Sprintf("64 WebSocket connections for %s (Go generator, coder/websocket); each sends a 1 KiB binary message and waits for its echo before sending the next. "+
-			"Round trip = send to echo received.", d)
+			"Round trip = send to echo received.%s", d, otherText)
 	case "S4":
 		helpers := s4Helpers(o.s4Clients)
 		idleText := ""
@@ -320,7 +380,7 @@ func (r *report) how(sc string) string {
 		if o.s4Sample == 0 || o.s4Sample >= o.s4Clients {
 			sample = "every one"
 		}
-		return fmt.Sprintf("A fresh proxy per bus; %d clients (the client library in-process, each with its own in-memory Ed25519 key) in %d helper process(es), at most %d registrations in flight per helper. "+
+		return fmt.Sprintf("The instance that holds the clients only: S4 has no \"other instance\" rows. A fresh proxy per bus; %d clients (the client library in-process, each with its own in-memory Ed25519 key) in %d helper process(es), at most %d registrations in flight per helper. "+
 			"Registrations/s = clients / (first helper started → last registration seen). "+
 			"Proxy RSS (/proc VmRSS) before the first client and right after the last registration; per client = (after − before) / clients. "+
 			"Goroutines per client: go_goroutines on the proxy's --admin /metrics, before and after (once it reads the same twice 100 ms apart), the difference / clients. "+
@@ -331,16 +391,18 @@ func (r *report) how(sc string) string {
 			"Pings per ping interval = frames / (window / interval); bytes/s at --ping 10s = the same frames per interval, both ways, over 10 s.",
 			o.s4Clients, helpers, helperParallel, idleText, sample, idleLinkPing, 2*idleLinkPing, idleLinkWindow(o.quick))
 	case "S5":
-		return fmt.Sprintf("%d clients in one helper process on the long-lived proxy; GET /small for %s at concurrency 64, cycling through their hostnames. "+
+		return fmt.Sprintf("%d clients in one helper process on the long-lived proxy, each capturing into an inspector store of the command's default size; GET /small for %s at concurrency 64, cycling through their hostnames "+
+			"(on the Redis bus, the same clients are then loaded through the other instance). "+
 			"The client CPU row is the whole helper process.", o.s5Clients, d)
 	case "S6":
 		return fmt.Sprintf("GET /sse: the origin writes %d Server-Sent Events, %v apart, each carrying time.Now().UnixNano() taken just before it is written and flushed; "+
 			"the harness reads the stream and takes (time read − time written) per event, wall clock on both sides of one machine. "+
-			"Added p50 = tunnel (or frp) p50 − direct p50 of the same round; the target is ≤ 1 ms.", o.s6Events, o.s6Interval)
+			"Added p50 = tunnel (or frp) p50 − direct p50 of the same round; the target is ≤ 1 ms.%s", o.s6Events, o.s6Interval, otherText)
 	case "S7":
 		return fmt.Sprintf("One GET /bulk of %v and one POST /bulk of %v per target and round, each after a 1 MiB check on the same connection; "+
 			"the origin writes the body from one 64 KiB buffer and the harness uploads from one, and each side checks every byte. "+
-			"Each round starts a fresh proxy per bus with --max-body 0 and a fresh client (and a fresh frps and frpc). "+
+			"Each round starts a fresh proxy per bus with --max-body 0 and a fresh client (and a fresh frps and frpc), and on the Redis bus a fresh other instance with --max-body 0 too; "+
+			"through the other instance, the proxy RSS rows are both instances' together. "+
 			"MB/s = payload bytes / 10^6 per second. RSS: /proc VmRSS of the proxy and the client (frps and frpc for frp) just before the transfer, "+
 			"and the peak of samples every 20 ms during it. CPU rows: user+system CPU time (10 ms ticks) per MB moved.", o.bulkSize, o.bulkSize)
 	case "S8":
@@ -348,7 +410,21 @@ func (r *report) how(sc string) string {
 			"a GET /bulk of 1 TiB on its own connection through the same tunnel, read for 256 KiB and then not at all, started once the origin's count of the bytes it wrote "+
 			"held still for 200 ms (the whole path is full). Bytes in flight = what the origin wrote for the stalled stream − what the harness read, "+
 			"when the fast download starts. After the fast download, the stalled stream must deliver another 1 MiB, then it is closed. "+
-			"The ratio of \"beside a stalled reader\" is to \"alone\", same mode, same round: about 1 when a stalled stream stalls only itself.", o.bulkSize)
+			"The ratio of \"beside a stalled reader\" is to \"alone\", same mode, same round: about 1 when a stalled stream stalls only itself.%s", o.bulkSize, otherText)
+	case "S10":
+		var mix []string
+		for _, k := range soakKinds(o.quick) {
+			mix = append(mix, fmt.Sprintf("%d × %s", k.workers, k.name))
+		}
+		return fmt.Sprintf("Once per run, after the rounds: a fresh holding proxy with one client and a fresh other instance, both with --max-body 0 and --admin, on the tunnels' redis-server. "+
+			"For %v, closed-loop workers, each on its own keep-alive connection, send through the other instance: %s. "+
+			"Every GET is GET /rand with a seed of its own and every POST an echo of a body made from one, so every answer is a body no other request gets; "+
+			"each is checked byte for byte against the expected stream (ChaCha8 of the seed) and its length: a wrong, short or misrouted body is a failure, as is any status but 200 or a transport error. "+
+			"Each request waits at most %v (the multi-MB ones %v); requests in flight at the end are waited for. "+
+			"Redis: CLIENT LIST before, every %v during and after (the subscriber connections must all stay, with the same ids; omem is their output buffer), INFO stats before and after, and redis-server's log. "+
+			"The proxies' /metrics show that the holder answered no public request and has its client all along. "+
+			"Any failure fails the run (non-zero exit).",
+			o.s10Duration, strings.Join(mix, ", "), requestTimeout, bulkTimeout(soakKinds(o.quick)[3].size), soakSampleEvery)
 	case "S9":
 		return fmt.Sprintf("No websocket: %d simulated proxy instances, each a bus/redis Bus (redis.New) as a proxy holds one, subscribed to its own topic and heartbeating; "+
 			"the registry grows through %s entries (52-character labels, holders shaped as the proxy's, each entry claimed and refreshed by its own instance's bus). "+
@@ -369,11 +445,94 @@ func (r *report) how(sc string) string {
 	return ""
 }
 
+// otherText says what the "other instance" rows are.
+const otherText = " On the Redis bus, \"holding instance\" is the proxy the client is connected to and \"other instance\" a second proxy on the same Redis that reaches it through the bus."
+
 // Where the targets come from.
 const (
 	issue4  = "issue 4"
 	issueV2 = "v2 streams"
+	issue10 = "issue 10"
+	issue12 = "issue 12"
 )
+
+// crossCheck is a target on the ratio of one figure in two modes, computed
+// round by round: across buses, across instances, capture on and off.
+type crossCheck struct {
+	from, sc, fig string
+	num, den      string // modes
+	target        string
+	min           float64 // met at a median ratio ≥ min
+}
+
+// crossChecks are the ratios issue 10 (point 4) and issue 12 (point 1)
+// ask for.
+func (r *report) crossChecks() []crossCheck {
+	bulk := "100 MB download"
+	if r.o.bulkSize != 100*1000*1000 {
+		bulk += fmt.Sprintf(" (this run: %v)", r.o.bulkSize)
+	}
+	return []crossCheck{
+		{issue10, "S1", "c=64 throughput", modeRedis, modeMemory, "c=64 req/s on the Redis bus ≥ 70% of the memory bus's, through the holding instance", 0.70},
+		{issue10, "S1", "c=64 throughput", modeRedisOther, modeMemory, "c=64 req/s on the Redis bus ≥ 70% of the memory bus's, through the other instance", 0.70},
+		{issue10, "S2", "GET 400 KiB", modeRedisOther, modeRedis, "400 KiB download through the other instance ≥ 50% of through the holding one", 0.50},
+		{issue10, "S7", "download", modeRedisOther, modeRedis, bulk + " through the other instance ≥ 50% of through the holding one", 0.50},
+		{issue12, "S1", "c=64 throughput", modeMemory, modeMemoryOff, "c=64 req/s with the inspector capturing ≥ 90% of --inspect off, same proxy", 0.90},
+		{issue12, "S2", "GET 400 KiB", modeMemory, modeMemoryOff, "400 KiB download with the inspector capturing ≥ 90% of --inspect off, same proxy", 0.90},
+	}
+}
+
+// crossMarkdown renders the cross-mode ratios, each round's and their
+// median, and the routing checks behind the other instance's figures.
+func (r *report) crossMarkdown(b *strings.Builder) {
+	type row struct {
+		c  crossCheck
+		rs []float64
+	}
+	var rows []row
+	for _, c := range r.crossChecks() {
+		f := r.find(c.sc, c.fig)
+		if f == nil || len(f.vals[c.num]) == 0 || len(f.vals[c.den]) == 0 {
+			continue
+		}
+		rows = append(rows, row{c, f.modeRatios(c.num, c.den)})
+	}
+	slices.SortStableFunc(rows, func(a, b row) int { return scenarioOrder(a.c.sc) - scenarioOrder(b.c.sc) })
+	if len(rows) == 0 && len(r.routes) == 0 {
+		return
+	}
+	b.WriteString("\n## Across buses, instances and capture\n\n")
+	b.WriteString("Ratios of one figure between two modes, computed round by round (the value in the first mode / the value in the second, same round). " +
+		"\"Other instance\" is a second proxy on the same Redis that holds no client; \"--inspect off\" a second client on the memory-bus tunnel's proxy whose inspector is off.\n\n")
+	if len(rows) > 0 {
+		b.WriteString("| scenario | figure | ratio | median | min | max | each round |\n|---|---|---|--:|--:|--:|---|\n")
+		for _, rw := range rows {
+			s := summarize(rw.rs)
+			each := make([]string, len(rw.rs))
+			for i, v := range rw.rs {
+				each[i] = ratio(v)
+			}
+			fmt.Fprintf(b, "| %s | %s | %s ÷ %s | %s | %s | %s | %s |\n", rw.c.sc, rw.c.fig, modeLabel[rw.c.num], modeLabel[rw.c.den],
+				ratio(s.med), ratio(s.min), ratio(s.max), strings.Join(each, ", "))
+		}
+	}
+	if len(r.routes) > 0 {
+		b.WriteString("\nWhere the other instance's loads went (the proxies' --admin /metrics, read before and after each load through the other instance):\n\n")
+		for _, l := range r.routes {
+			fmt.Fprintf(b, "- %s\n", l)
+		}
+	}
+}
+
+// find returns the figure sc/name, or nil.
+func (r *report) find(sc, name string) *figure {
+	for _, f := range r.figs {
+		if f.scenario == sc && f.name == name {
+			return f
+		}
+	}
+	return nil
+}
 
 // targetRow is one line of the targets table.
 type targetRow struct {
@@ -390,14 +549,7 @@ const (
 // evaluateTargets compares the medians with the issues' targets. It
 // asserts nothing; the table is for the reader.
 func (r *report) evaluateTargets() {
-	find := func(sc, name string) *figure {
-		for _, f := range r.figs {
-			if f.scenario == sc && f.name == name {
-				return f
-			}
-		}
-		return nil
-	}
+	find := r.find
 	verdict := func(v float64, ok bool) string {
 		switch {
 		case math.IsNaN(v):
@@ -445,7 +597,7 @@ func (r *report) evaluateTargets() {
 			continue
 		}
 		for _, m := range r.modes {
-			if !isKeyhole(m) {
+			if !isKeyhole(m) || (holderOnly[c.sc] && m == modeRedisOther) {
 				continue
 			}
 			if c.by == byFrp && !withFrp {
@@ -471,7 +623,7 @@ func (r *report) evaluateTargets() {
 	// "10,000 clients on one proxy, all reachable" needs a 10,000 run.
 	if reg, reach := find("S4", "clients registered"), find("S4", "sample reachable"); reg != nil && reach != nil {
 		for _, m := range r.modes {
-			if !isKeyhole(m) {
+			if !isKeyhole(m) || m == modeRedisOther {
 				continue
 			}
 			n, ok := summarize(reg.vals[m]), summarize(reach.vals[m])
@@ -483,5 +635,22 @@ func (r *report) evaluateTargets() {
 				fmt.Sprintf("%s registered, %s%% of the checked hostnames answered", num(n.min), num(ok.min)), met})
 		}
 	}
-	slices.SortStableFunc(r.targets, func(a, b targetRow) int { return strings.Compare(a.scenario, b.scenario) })
+	for _, c := range r.crossChecks() {
+		f := find(c.sc, c.fig)
+		if f == nil || !slices.Contains(r.modes, c.num) || !slices.Contains(r.modes, c.den) {
+			continue
+		}
+		s := summarize(f.modeRatios(c.num, c.den))
+		r.targets = append(r.targets, targetRow{c.from, c.sc, c.target, modeLabel[c.num] + " ÷ " + modeLabel[c.den],
+			ratio(s.med) + "×", verdict(s.med, !math.IsNaN(s.med) && s.med >= c.min)})
+	}
+	if sk := r.soak; sk != nil {
+		r.targets = append(r.targets, targetRow{issue10, "S10",
+			"soak through the other instance: every response byte-exact, no subscriber disconnected for its output buffer",
+			modeLabel[modeRedisOther], sk.summary(), verdict(0, sk.ok())})
+	}
+	slices.SortStableFunc(r.targets, func(a, b targetRow) int { return scenarioOrder(a.scenario) - scenarioOrder(b.scenario) })
 }
+
+// scenarioOrder is a scenario's place in allScenarios: S10 after S9.
+func scenarioOrder(sc string) int { return slices.Index(allScenarios, sc) }

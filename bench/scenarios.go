@@ -139,17 +139,69 @@ func (h *harness) s1(ctx context.Context, round int) error {
 	for _, t := range h.targets()[1:] {
 		r.set(added, t.mode, round, lat50.get(t.mode, round)-lat50.get(modeDirect, round))
 	}
-	for _, t := range h.targets() {
-		res, err := h.measureHTTP(ctx, h.label("S1", "c=64", t.mode, round), h.httpLoadFor(t, "GET", "/small", nil, s1HighConc, smallSize), smallBody, t.cpu)
+	for _, t := range h.captureTargets() {
+		label := h.label("S1", "c=64", t.mode, round)
+		rc := h.startRoute(ctx, t)
+		res, err := h.measureHTTP(ctx, label, h.httpLoadFor(t, "GET", "/small", nil, s1HighConc, smallSize), smallBody, t.cpu)
 		if err != nil {
 			return err
 		}
+		h.endRoute(ctx, label, rc, res)
 		h.record(tput, t.mode, round, res, rate)
 		h.record(hi50, t.mode, round, res, p50)
 		h.record(hi99, t.mode, round, res, p99)
 		h.recordCPU("S1", "c=64", "request", t.mode, round, res, "proxy", "client", "origin")
+		for _, tn := range h.tunnels {
+			if tn.mode == t.mode {
+				h.checkInspector(ctx, label, tn)
+			}
+		}
 	}
 	return nil
+}
+
+// startRoute starts a routing check around a load to t when t goes
+// through the other instance of the Redis bus, else returns nil.
+func (h *harness) startRoute(ctx context.Context, t target) *routeCheck {
+	if t.mode != modeRedisOther {
+		return nil
+	}
+	for _, tn := range h.tunnels {
+		if tn.other != nil && tn.other.addr == t.addr {
+			return startRouteCheck(ctx, tn)
+		}
+	}
+	return nil
+}
+
+// endRoute records where the load went; a load that did not go through the
+// other instance is a checked failure, as its figures would be wrong.
+func (h *harness) endRoute(ctx context.Context, label string, rc *routeCheck, res *loadResult) {
+	if rc == nil || res == nil {
+		return
+	}
+	msg, wrong := rc.stop(ctx, res.ops)
+	if msg == "" {
+		return
+	}
+	h.rep.routes = append(h.rep.routes, label+": "+msg)
+	if wrong {
+		h.rep.fail("%s: the load did not go through the other instance alone: %s", label, msg)
+	}
+}
+
+// checkInspector checks, after a load, that t's client captured it: its
+// inspector is t's and keeps exchanges.
+func (h *harness) checkInspector(ctx context.Context, label string, t *tunnel) {
+	if t.inspect == "" {
+		return
+	}
+	msg, err := checkCapture(ctx, t.inspect, t.host)
+	if err != nil {
+		h.rep.fail("%s: the client's inspector did not capture: %v", label, err)
+		return
+	}
+	h.logf("%s: inspector %s: %s", label, t.inspect, msg)
 }
 
 // s2 moves 400 KiB bodies each way. MB/s counts payload bytes (10^6).
@@ -160,11 +212,14 @@ func (h *harness) s2(ctx context.Context, round int) error {
 		f.vsDirect, f.vsFrp = true, true
 	}
 	mbps := func(res *loadResult) float64 { return res.rate() * largeSize / 1e6 }
-	for _, t := range h.targets() {
-		res, err := h.measureHTTP(ctx, h.label("S2", "GET", t.mode, round), h.httpLoadFor(t, "GET", "/large", nil, s2Conc, largeSize), largeBody, t.cpu)
+	for _, t := range h.captureTargets() {
+		label := h.label("S2", "GET", t.mode, round)
+		rc := h.startRoute(ctx, t)
+		res, err := h.measureHTTP(ctx, label, h.httpLoadFor(t, "GET", "/large", nil, s2Conc, largeSize), largeBody, t.cpu)
 		if err != nil {
 			return err
 		}
+		h.endRoute(ctx, label, rc, res)
 		h.record(get, t.mode, round, res, mbps)
 		h.recordCPU("S2", "GET", "request", t.mode, round, res)
 	}
@@ -234,21 +289,39 @@ func (h *harness) s5(ctx context.Context, round int) error {
 	}
 	lat50, lat99 := r.fig("S5", "p50", "µs"), r.fig("S5", "p99", "µs")
 	for _, t := range h.tunnels {
-		label := h.label("S5", fmt.Sprintf("%d clients", n), t.mode, round)
-		res, err := h.s5Once(ctx, label, t, n)
+		results, err := h.s5Once(ctx, round, t, n)
 		if err != nil {
 			return err
 		}
-		h.record(tput, t.mode, round, res, rate)
-		h.record(lat50, t.mode, round, res, p50)
-		h.record(lat99, t.mode, round, res, p99)
-		h.recordCPU("S5", "spread", "request", t.mode, round, res)
+		for _, rs := range results {
+			h.record(tput, rs.mode, round, rs.res, rate)
+			h.record(lat50, rs.mode, round, rs.res, p50)
+			h.record(lat99, rs.mode, round, rs.res, p99)
+			h.recordCPU("S5", "spread", "request", rs.mode, round, rs.res)
+		}
 	}
 	return nil
 }
 
-func (h *harness) s5Once(ctx context.Context, label string, t *tunnel, n int) (*loadResult, error) {
-	f, err := h.startFleet("S5", t.addr, n, (n+999)/1000)
+// modeResult is one load's result in one mode; res is nil when it was not
+// measured.
+type modeResult struct {
+	mode string
+	res  *loadResult
+}
+
+// s5Once registers n clients on t's proxy and loads them through it and,
+// on the Redis bus, through the other instance too.
+func (h *harness) s5Once(ctx context.Context, round int, t *tunnel, n int) ([]modeResult, error) {
+	modes := []string{t.mode}
+	if t.other != nil {
+		modes = append(modes, modeRedisOther)
+	}
+	out := make([]modeResult, len(modes))
+	for i, m := range modes {
+		out[i].mode = m
+	}
+	f, err := h.startFleet("S5", t.addr, n, (n+999)/1000, h.clientInspects())
 	if err != nil {
 		return nil, err
 	}
@@ -257,16 +330,30 @@ func (h *harness) s5Once(ctx context.Context, label string, t *tunnel, n int) (*
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		h.rep.note("%s: not measured: %v", label, err)
-		return nil, nil
+		for _, m := range modes {
+			h.rep.note("%s: not measured: %v", h.label("S5", fmt.Sprintf("%d clients", n), m, round), err)
+		}
+		return out, nil
 	}
 	f.mu.Lock()
 	hosts := append([]string(nil), f.hosts...)
 	f.mu.Unlock()
-	l := httpLoad{addr: t.addr, hosts: hosts, method: "GET", path: "/small", concurrency: s5Conc, duration: h.o.duration, wantLen: smallSize}
-	// The helper runs every client in one process: its CPU time is the
-	// clients' together.
-	return h.measureHTTP(ctx, label, l, smallBody, map[string][]*proc{"proxy": {t.proxy}, "client": f.procs})
+	for i, m := range modes {
+		label := h.label("S5", fmt.Sprintf("%d clients", n), m, round)
+		addr, proxies := t.addr, []*proc{t.proxy}
+		if m == modeRedisOther {
+			addr, proxies = t.other.addr, []*proc{t.other.proxy, t.proxy}
+		}
+		l := httpLoad{addr: addr, hosts: hosts, method: "GET", path: "/small", concurrency: s5Conc, duration: h.o.duration, wantLen: smallSize}
+		// The helper runs every client in one process: its CPU time is the
+		// clients' together.
+		res, err := h.measureHTTP(ctx, label, l, smallBody, map[string][]*proc{"proxy": proxies, "client": f.procs})
+		if err != nil {
+			return nil, err
+		}
+		out[i].res = res
+	}
+	return out, nil
 }
 
 // s4Helpers is how many helper processes S4 spreads n clients over: a
@@ -366,7 +453,7 @@ func (h *harness) s4Once(ctx context.Context, label string, round int, t *tunnel
 	if err != nil {
 		return err
 	}
-	fl, err := h.startFleet("S4", addr, n, s4Helpers(n))
+	fl, err := h.startFleet("S4", addr, n, s4Helpers(n), false)
 	if err != nil {
 		return err
 	}

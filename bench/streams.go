@@ -217,8 +217,21 @@ func (h *harness) startBulkTargets(ctx context.Context, round int) (ts []target,
 		}
 		procs = append(procs, c)
 		t := &tunnel{mode: tn.mode, busURL: tn.busURL, proxy: p, addr: addr, client: c, host: host}
-		ts = append(ts, t.target(h.originP))
 		h.logf("%s: proxy on %s (pid %d), client pid %d", name, addr, p.pid, c.pid)
+		if tn.other != nil {
+			// The other instance is fresh too, with the same cap.
+			op, oaddr, err := h.startProxy(ctx, fmt.Sprintf("S7/S8 round %d (%s) proxy", round+1, modeRedisOther), tn.busURL, extra...)
+			if err != nil {
+				return nil, nil, err
+			}
+			procs = append(procs, op)
+			t.other = &instance{proxy: op, addr: oaddr}
+			if err := waitRouted(ctx, t.other, host); err != nil {
+				return nil, nil, fmt.Errorf("S7/S8 other instance: %w", err)
+			}
+			h.logf("%s: other instance's proxy on %s (pid %d)", name, oaddr, op.pid)
+		}
+		ts = append(ts, t.targets(h.originP)...)
 	}
 	if h.frpPeer != nil {
 		peer, err := h.startFrp(ctx, fmt.Sprintf("S7/S8 round %d", round+1))
@@ -323,7 +336,7 @@ func bulkOnce(ctx context.Context, t target, size int64, up bool) (*bulkResult, 
 
 // rssSampler samples the RSS of a target's proxy and client.
 type rssSampler struct {
-	pids   map[string]int
+	pids   map[string][]int
 	before map[string]int64
 	quit   chan struct{}
 	done   chan struct{}
@@ -331,19 +344,24 @@ type rssSampler struct {
 }
 
 // startRSS reads the RSS of the "proxy" and "client" of groups now, and
-// then every rssEvery until stop.
+// then every rssEvery until stop. A role of several processes (both
+// instances of a load through the other one) counts their sum.
 func startRSS(groups map[string][]*proc) (*rssSampler, error) {
-	s := &rssSampler{pids: map[string]int{}, before: map[string]int64{}, peak: map[string]int64{},
+	s := &rssSampler{pids: map[string][]int{}, before: map[string]int64{}, peak: map[string]int64{},
 		quit: make(chan struct{}), done: make(chan struct{})}
 	for _, role := range []string{"proxy", "client"} {
-		if ps := groups[role]; len(ps) == 1 {
-			s.pids[role] = ps[0].pid
-			v, err := readRSS(ps[0].pid)
-			if err != nil {
-				return nil, err
-			}
-			s.before[role], s.peak[role] = v, v
+		ps := groups[role]
+		if len(ps) == 0 {
+			continue
 		}
+		for _, p := range ps {
+			s.pids[role] = append(s.pids[role], p.pid)
+		}
+		v, err := sumRSS(s.pids[role])
+		if err != nil {
+			return nil, err
+		}
+		s.before[role], s.peak[role] = v, v
 	}
 	go func() {
 		defer close(s.done)
@@ -362,11 +380,24 @@ func startRSS(groups map[string][]*proc) (*rssSampler, error) {
 }
 
 func (s *rssSampler) sample() {
-	for role, pid := range s.pids {
-		if v, err := readRSS(pid); err == nil && v > s.peak[role] {
+	for role, pids := range s.pids {
+		if v, err := sumRSS(pids); err == nil && v > s.peak[role] {
 			s.peak[role] = v
 		}
 	}
+}
+
+// sumRSS is the RSS of the processes together.
+func sumRSS(pids []int) (int64, error) {
+	var sum int64
+	for _, pid := range pids {
+		v, err := readRSS(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += v
+	}
+	return sum, nil
 }
 
 // stop ends the sampling, takes one last sample and returns the peaks.
