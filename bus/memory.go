@@ -10,12 +10,12 @@ import (
 // Publish runs the handlers in the publisher's goroutine, which is why
 // handlers must not block.
 type Memory struct {
-	mu        sync.RWMutex
-	subs      map[string][]*memSub
-	names     map[string]memEntry
-	sets      map[string]map[string]time.Time // member expiries, by set
-	closed    bool
-	now       func() time.Time
+	mu     sync.RWMutex
+	subs   map[string][]*memSub
+	names  map[string]memEntry
+	sets   map[string]map[string]time.Time // member expiries, by set
+	closed bool
+	now    func() time.Time
 }
 
 type memSub struct {
