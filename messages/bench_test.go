@@ -66,11 +66,14 @@ func benchMessages(b testing.TB) []sample {
 		{"Batch", &messages.Batch{Frames: batch}},
 		{"Envelope", &messages.Envelope{ReplyTo: "proxy-7f3a", Conn: "proxy-7f3a/conn-19", Frame: messages.Encode(req)}},
 		{"Takeover", &messages.Takeover{Hostname: host, Successor: "inst/conn"}},
+		{"Revoke", &messages.Revoke{Kind: "name", Value: "myapp"}},
 		{"Reply", &messages.Reply{Conn: "inst/conn", Frame: messages.Encode(&messages.Ping{})}},
 		// A full data frame: the unit a body moves in.
 		{"Data", &messages.Data{ID: id, Data: body(messages.MaxData)}},
 		{"Credit", &messages.Credit{ID: id, Increment: messages.InitialWindow / 4}},
 		{"Trailer", &messages.Trailer{ID: id, Header: messages.Header{"Grpc-Status": {"0"}, "Grpc-Message": {"OK"}}}},
+		{"TCPRequest", &messages.TCPRequest{ID: id, Window: messages.InitialWindow, Host: host, Token: "8f14e45fceea167a"}},
+		{"TCPResponse", &messages.TCPResponse{ID: id}},
 	}
 }
 

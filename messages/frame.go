@@ -23,7 +23,7 @@ type Type uint8
 
 // Message types. Ranges: 0x0_ registration, 0x1_ HTTP, 0x2_ WebSocket,
 // 0x3_ control, 0x4_ between proxy instances only (never sent to clients),
-// 0x5_ stream data and flow control.
+// 0x5_ stream data and flow control, 0x6_ TCP.
 const (
 	TypeChallenge            Type = 0x01
 	TypeRegistrationRequest  Type = 0x02
@@ -40,9 +40,12 @@ const (
 	TypeEnvelope             Type = 0x40
 	TypeTakeover             Type = 0x41
 	TypeReply                Type = 0x42
+	TypeRevoke               Type = 0x43
 	TypeData                 Type = 0x50
 	TypeCredit               Type = 0x51
 	TypeTrailer              Type = 0x52
+	TypeTCPRequest           Type = 0x60
+	TypeTCPResponse          Type = 0x61
 )
 
 var typeNames = map[Type]string{
@@ -61,9 +64,12 @@ var typeNames = map[Type]string{
 	TypeEnvelope:             "Envelope",
 	TypeTakeover:             "Takeover",
 	TypeReply:                "Reply",
+	TypeRevoke:               "Revoke",
 	TypeData:                 "Data",
 	TypeCredit:               "Credit",
 	TypeTrailer:              "Trailer",
+	TypeTCPRequest:           "TCPRequest",
+	TypeTCPResponse:          "TCPResponse",
 }
 
 func (t Type) String() string {
@@ -131,7 +137,7 @@ func PeekID(frame []byte) (ID, bool) {
 func (t Type) HasID() bool {
 	switch t {
 	case TypeHTTPRequest, TypeHTTPResponse, TypeWSRequest, TypeWSResponse, TypeWSMessage, TypeWSTeardown,
-		TypeError, TypeData, TypeCredit, TypeTrailer:
+		TypeError, TypeData, TypeCredit, TypeTrailer, TypeTCPRequest, TypeTCPResponse:
 		return true
 	}
 	return false
@@ -189,6 +195,8 @@ func newMessage(t Type) Message {
 		return new(Envelope)
 	case TypeTakeover:
 		return new(Takeover)
+	case TypeRevoke:
+		return new(Revoke)
 	case TypeReply:
 		return new(Reply)
 	case TypeData:
@@ -197,6 +205,10 @@ func newMessage(t Type) Message {
 		return new(Credit)
 	case TypeTrailer:
 		return new(Trailer)
+	case TypeTCPRequest:
+		return new(TCPRequest)
+	case TypeTCPResponse:
+		return new(TCPResponse)
 	}
 	return nil
 }

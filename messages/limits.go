@@ -49,6 +49,25 @@ const (
 	// MaxNames is the most friendly names one registration may ask for.
 	MaxNames = 16
 
+	// MaxBasicAuthUsers is the most users a registration's [Protection]
+	// may let in with basic auth; MaxBasicAuthUserLen bounds a user name,
+	// in bytes.
+	MaxBasicAuthUsers   = 16
+	MaxBasicAuthUserLen = 64
+	// MaxBasicAuthPassword is bcrypt's limit on a password, in bytes: it
+	// ignores what comes after, so the client refuses longer ones.
+	MaxBasicAuthPassword = 72
+	// MinBcryptCost and MaxBcryptCost bound the cost of a basic auth hash.
+	// The proxy runs one comparison per new visitor credential: at cost 12
+	// that is a third of a second of a core (the clients' cost, 10, a
+	// twelfth), 13 would double it, and a hostile client must not make
+	// every visitor's request that dear.
+	MinBcryptCost = 4
+	MaxBcryptCost = 12
+	// MaxIPRules is the most prefixes in each of a [Protection]'s allow
+	// and deny lists.
+	MaxIPRules = 64
+
 	// MaxCloseReason is the longest close reason a WebSocket close frame
 	// can carry (RFC 6455 section 5.5).
 	MaxCloseReason = 123

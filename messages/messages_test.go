@@ -41,9 +41,12 @@ var pinnedTypes = []struct {
 	{messages.TypeEnvelope, 0x40, "Envelope", false},
 	{messages.TypeTakeover, 0x41, "Takeover", false},
 	{messages.TypeReply, 0x42, "Reply", false},
+	{messages.TypeRevoke, 0x43, "Revoke", false},
 	{messages.TypeData, 0x50, "Data", true},
 	{messages.TypeCredit, 0x51, "Credit", true},
 	{messages.TypeTrailer, 0x52, "Trailer", true},
+	{messages.TypeTCPRequest, 0x60, "TCPRequest", true},
+	{messages.TypeTCPResponse, 0x61, "TCPResponse", true},
 }
 
 // The wire values below are part of the protocol (docs/PROTOCOL.md). A
@@ -112,6 +115,7 @@ func TestWireValuesPinned(t *testing.T) {
 		{messages.CodeTimeout, 11},
 		{messages.CodeGone, 12},
 		{messages.CodeNameLost, 13},
+		{messages.CodeRefused, 14},
 	}
 	for _, tc := range codes {
 		if uint16(tc.code) != tc.want {
@@ -160,6 +164,9 @@ func TestWireValuesPinned(t *testing.T) {
 	}
 	if messages.LegacyControlPath != "/_keyhole/v1/connect" {
 		t.Errorf("LegacyControlPath = %q", messages.LegacyControlPath)
+	}
+	if messages.TCPPath != "/_keyhole/v2/tcp" {
+		t.Errorf("TCPPath = %q", messages.TCPPath)
 	}
 }
 
@@ -279,6 +286,7 @@ func samples() []sample {
 			Frame:   messages.Encode(&messages.WSMessage{ID: id, Opcode: messages.OpBinary, Fin: true, Data: allBytes()}),
 		}},
 		{"Envelope/empty", &messages.Envelope{}},
+		{"Revoke", &messages.Revoke{Kind: "name", Value: "myapp"}},
 		{"Takeover", &messages.Takeover{Hostname: "sd5mv7vjwfkwngcub5ymael2elvdppk46pwtyryjhqlqokbljoeq", Successor: "b1d68a83fb84b590/4e2f0c1d9a8b7c6d"}},
 		{"Reply", &messages.Reply{Conn: "b1d68a83fb84b590/4e2f0c1d9a8b7c6d", Frame: messages.Encode(&messages.Credit{ID: testID, Increment: 4096})}},
 		{"Reply/empty", &messages.Reply{}},
@@ -289,6 +297,9 @@ func samples() []sample {
 		{"Credit/connection", &messages.Credit{Increment: ^uint32(0)}},
 		{"Trailer", &messages.Trailer{ID: id, Header: messages.Header{"Grpc-Status": {"0"}, "Grpc-Message": {""}}}},
 		{"Trailer/empty", &messages.Trailer{ID: id}},
+		{"TCPRequest", &messages.TCPRequest{ID: id, Window: messages.InitialWindow, Host: "h.tunnel.example", Token: "s3cret"}},
+		{"TCPRequest/bare", &messages.TCPRequest{ID: id}},
+		{"TCPResponse", &messages.TCPResponse{ID: id}},
 	}
 }
 
@@ -593,7 +604,7 @@ func TestDecodeVersion(t *testing.T) {
 }
 
 func TestDecodeUnknownType(t *testing.T) {
-	for _, typ := range []byte{0x00, 0x04, 0x12, 0x24, 0x33, 0x43, 0x53, 0x7f, 0xff} {
+	for _, typ := range []byte{0x00, 0x04, 0x12, 0x24, 0x33, 0x44, 0x53, 0x7f, 0xff} {
 		for _, frame := range [][]byte{{messages.Version, typ}, {messages.Version, typ, 1, 2, 3}} {
 			m, err := messages.Decode(frame)
 			if !errors.Is(err, messages.ErrUnknownType) || m != nil {

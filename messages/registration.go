@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -38,6 +39,11 @@ func refused(reason string) error { return fmt.Errorf("%w: %s", ErrRefused, reas
 // allowedAlgs is the algorithm allow-list: exactly these, nothing else.
 var allowedAlgs = []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256}
 
+// AllowedAlgs returns the signature algorithm allow-list, EdDSA and ES256,
+// which registrations and the proxy's access tokens share. The slice is a
+// copy.
+func AllowedAlgs() []jose.SignatureAlgorithm { return slices.Clone(allowedAlgs) }
+
 // RegistrationClaims is the JSON payload of a registration JWS.
 type RegistrationClaims struct {
 	// Token is what the proxy requires to register, if anything: its
@@ -48,6 +54,23 @@ type RegistrationClaims struct {
 	// well, each "<name>.<domain>"; each must be granted by Token. At most
 	// [MaxNames].
 	Names []string `json:"names,omitempty"`
+	// Protect is who may visit the tunnel: basic auth users and IP lists
+	// the proxy enforces before a request reaches the tunnel. Signed with
+	// the rest, so no one in between can take it away. nil admits
+	// everyone.
+	Protect *Protection `json:"protect,omitempty"`
+	// Pool says the client shares its key's hostname with the other
+	// connections of the same key that say so too: requests are spread
+	// over all of them. Without it the newest connection of a key takes
+	// the hostname over.
+	Pool bool `json:"pool,omitempty"`
+	// TCP says the tunnel carries raw TCP streams (TCPRequest), not HTTP:
+	// the proxy answers its HTTP visitors itself, with a page saying how
+	// to reach it, and refuses TCP streams to a tunnel without it.
+	TCP bool `json:"tcp,omitempty"`
+	// RemotePort, with TCP, asks the proxy to expose the tunnel on this
+	// public TCP port too, which the operator must allow; 0 asks for none.
+	RemotePort int `json:"remote_port,omitempty"`
 }
 
 // Registration is a verified registration.

@@ -214,6 +214,7 @@ const (
 	CodeTimeout     ErrorCode = 11 // the local service did not answer in time: 504
 	CodeGone        ErrorCode = 12 // between proxies: the connection named has gone from its instance; look the hostname up again
 	CodeNameLost    ErrorCode = 13 // with the zero ID, to the client: a name it was served at is now served by a newer grant; Reason says which
+	CodeRefused     ErrorCode = 14 // a TCP stream refused: a missing or wrong visitor token, or a hostname that is no TCP tunnel; Reason says which
 )
 
 // Error resets the stream named by ID: neither side sends anything more
@@ -286,6 +287,14 @@ type Takeover struct {
 	Successor string
 }
 
+// Revoke tells every instance that a key, a name or an access token was
+// revoked: each closes the connections it covers. It travels alone, not in
+// an Envelope; the registry keeps the record that refuses registrations.
+type Revoke struct {
+	Kind  string // "key", "name" or "token"
+	Value string // the key's hostname label, the name, or the token ID
+}
+
 func (*Challenge) Type() Type            { return TypeChallenge }
 func (*RegistrationRequest) Type() Type  { return TypeRegistrationRequest }
 func (*RegistrationResponse) Type() Type { return TypeRegistrationResponse }
@@ -301,6 +310,7 @@ func (*Batch) Type() Type                { return TypeBatch }
 func (*Envelope) Type() Type             { return TypeEnvelope }
 func (*Takeover) Type() Type             { return TypeTakeover }
 func (*Reply) Type() Type                { return TypeReply }
+func (*Revoke) Type() Type               { return TypeRevoke }
 func (*Data) Type() Type                 { return TypeData }
 func (*Credit) Type() Type               { return TypeCredit }
 func (*Trailer) Type() Type              { return TypeTrailer }
@@ -568,6 +578,16 @@ func (m *Takeover) appendPayload(b []byte) []byte {
 func (m *Takeover) decodePayload(d *decoder) {
 	m.Hostname = d.string()
 	m.Successor = d.string()
+}
+
+func (m *Revoke) appendPayload(b []byte) []byte {
+	b = appendString(b, m.Kind)
+	return appendString(b, m.Value)
+}
+
+func (m *Revoke) decodePayload(d *decoder) {
+	m.Kind = d.string()
+	m.Value = d.string()
 }
 
 func (m *Reply) appendPayload(b []byte) []byte {

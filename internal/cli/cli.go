@@ -144,3 +144,21 @@ func (l *List) Set(v string) error {
 	}
 	return nil
 }
+
+// Lines is a flag like [List] for values that may hold commas, such as
+// passwords: a value is split only at line breaks, so an environment
+// variable holds several one per line. Empty lines are ignored; nothing
+// else is trimmed.
+type Lines []string
+
+func (l *Lines) String() string { return strings.Join(*l, "\n") }
+
+// Set implements flag.Value.
+func (l *Lines) Set(v string) error {
+	for part := range strings.Lines(v) {
+		if part = strings.TrimRight(part, "\r\n"); part != "" {
+			*l = append(*l, part)
+		}
+	}
+	return nil
+}
