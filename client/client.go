@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -49,6 +50,11 @@ type Client struct {
 	// Token is what the proxy requires to register, if anything: its
 	// shared registration token, or an access token its operator issued.
 	Token string
+	// Pool shares the key's hostname with every other connection of the
+	// same key that sets Pool too (replicas of one service): the proxy
+	// spreads requests over them. Without it, the newest connection of a
+	// key takes the hostname over. Default false.
+	Pool bool
 	// Names are friendly names to be served at as well, each
 	// "<name>.<domain>"; the access token in Token must grant them.
 	// Default: none, only the key's hostname.
@@ -81,6 +87,30 @@ type Client struct {
 	// across reconnects. The inspector's replays are not checked. See
 	// package webhook for the rules and the limits. Default: none.
 	Webhooks []webhook.Rule
+	// BasicAuth, when set, makes the proxy ask every visitor for one of
+	// these users and passwords (HTTP Basic authentication, a browser's
+	// standard prompt) before anything reaches the tunnel: 401 otherwise.
+	// The passwords never leave the client: the registration carries
+	// bcrypt hashes, made once per Run. At most 16. Default: none.
+	BasicAuth []Credential
+	// AllowIP, when set, admits only visitors whose address is in one of
+	// these prefixes; DenyIP refuses visitors in any of its, even when
+	// AllowIP covers them. Refused visitors get 403 from the proxy. The
+	// address is the one the proxy sees: the TCP peer, or what its
+	// trusted proxies forward. An IPv4 prefix matches IPv4 visitors, an
+	// IPv6 prefix IPv6 ones; an IPv4-mapped prefix counts as IPv4, and
+	// host bits are ignored. At most 64 each. Default: none.
+	AllowIP, DenyIP []netip.Prefix
+	// TCP, set instead of Target and Handler, publishes a raw TCP service
+	// (a database, SSH): visitors reach it with `client connect` or a
+	// [Visitor], each of their connections a TCP stream to TCP.Target.
+	// The tunnel then carries no HTTP: the proxy answers HTTP visitors
+	// with a page saying how to reach it. See [TCPService].
+	TCP *TCPService
+
+	// pipe, set by Listen instead of Handler, is the in-process listener
+	// whose connections Listen's caller serves.
+	pipe *pipeListener
 }
 
 // ErrReplaced is returned by Run when another connection registered the
@@ -172,7 +202,8 @@ type runner struct {
 	server        *http.Server // in-process handler mode
 	listener      *pipeListener
 	serveDone     chan struct{}
-	webhooks      *webhook.Verifier // nil: no checks
+	webhooks      *webhook.Verifier    // nil: no checks
+	protect       *messages.Protection // hashed once per Run; nil: none
 }
 
 func (c *Client) newRunner() (*runner, error) {
@@ -182,8 +213,8 @@ func (c *Client) newRunner() (*runner, error) {
 	if err := checkKey(c.Key); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	if (c.Target == nil) == (c.Handler == nil) {
-		return nil, errors.New("client: set exactly one of Target and Handler")
+	if countSet(c.Target != nil, c.Handler != nil || c.pipe != nil, c.TCP != nil) != 1 {
+		return nil, errors.New("client: set exactly one of Target, Handler and TCP")
 	}
 	control, err := ControlURL(c.Proxy)
 	if err != nil {
@@ -195,7 +226,11 @@ func (c *Client) newRunner() (*runner, error) {
 			return nil, fmt.Errorf("client: %w", err)
 		}
 	}
-	r := &runner{c: c, log: c.Logger, controlURL: control, maxConcurrent: c.MaxConcurrent, webhooks: webhooks}
+	protect, err := c.protection()
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	r := &runner{c: c, log: c.Logger, controlURL: control, maxConcurrent: c.MaxConcurrent, webhooks: webhooks, protect: protect}
 	if c.Inspect != nil {
 		// The sessions tell registrations to OnRegister: the inspector
 		// hears them there too, through a copy of c.
@@ -214,7 +249,11 @@ func (c *Client) newRunner() (*runner, error) {
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
-	if c.Target != nil {
+	if c.TCP != nil {
+		if err := r.setupTCP(); err != nil {
+			return nil, err
+		}
+	} else if c.Target != nil {
 		switch {
 		case c.Target.Host == "",
 			c.Target.Scheme != "http" && c.Target.Scheme != "https" && c.Target.Scheme != "h2c":
@@ -237,15 +276,18 @@ func (c *Client) newRunner() (*runner, error) {
 		}
 	} else {
 		r.target = &url.URL{Scheme: "http", Host: "in-process"}
-		r.listener = newPipeListener()
-		r.server = &http.Server{Handler: c.Handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug)}
+		r.listener = c.pipe // Listen's: its caller serves the connections
+		if r.listener == nil {
+			r.listener = newPipeListener()
+			r.server = &http.Server{Handler: c.Handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug)}
+			r.serveDone = make(chan struct{})
+			go func() {
+				defer close(r.serveDone)
+				r.server.Serve(r.listener)
+			}()
+		}
 		r.transport = newTransport(r.listener.dial)
 		r.wsTransport = r.transport
-		r.serveDone = make(chan struct{})
-		go func() {
-			defer close(r.serveDone)
-			r.server.Serve(r.listener)
-		}()
 	}
 	return r, nil
 }

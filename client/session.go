@@ -47,6 +47,7 @@ type session struct {
 	conn       *wsbuf.CorkConn // under ws
 	started    time.Time
 	registered bool
+	visitor    bool        // a visitor connection (client connect): no registration, streams opened here
 	carried    atomic.Bool // the connection has carried a request
 	reg        messages.RegistrationResponse
 	out        *stream.Writer     // frames for the proxy
@@ -93,6 +94,11 @@ func (s *session) run(ctx context.Context, moved chan<- struct{}) error {
 	if f := s.r.c.OnRegister; f != nil {
 		f(urls[0])
 	}
+	return s.serve(moved)
+}
+
+// serve carries the connection once it is up, until it ends.
+func (s *session) serve(moved chan<- struct{}) error {
 	s.ws.SetReadLimit(messages.MaxFrame)
 	s.lastRead.Store(time.Now().UnixNano())
 
@@ -116,22 +122,13 @@ func (s *session) run(ctx context.Context, moved chan<- struct{}) error {
 func (s *session) connect() error {
 	ctx, cancel := context.WithTimeout(s.ctx, handshakeTimeout)
 	defer cancel()
-	hc, dialed, done := s.r.dialProxy()
-	defer done()
-	ws, resp, err := websocket.Dial(ctx, s.r.controlURL, &websocket.DialOptions{
-		HTTPClient:      hc,
-		CompressionMode: websocket.CompressionDisabled,
-	})
-	if err != nil {
-		if resp != nil && resp.StatusCode == 404 {
-			// Not a keyhole proxy of this protocol version: an older proxy
-			// has no such path. Retrying will not change that.
-			return &RefusedError{Reason: fmt.Sprintf("the proxy does not speak keyhole protocol version %d (HTTP 404 at %s); upgrade the proxy", messages.Version, messages.ControlPath)}
-		}
-		return fmt.Errorf("dial proxy: %w", err)
+	// Not a keyhole proxy of this protocol version: an older proxy has no
+	// such path. Retrying will not change that.
+	notV2 := fmt.Sprintf("the proxy does not speak keyhole protocol version %d (HTTP 404 at %s); upgrade the proxy", messages.Version, messages.ControlPath)
+	if err := s.dial(ctx, s.r.controlURL, notV2); err != nil {
+		return err
 	}
-	s.ws = ws
-	s.conn = dialed()
+	ws := s.ws
 	ws.SetReadLimit(messages.MaxHandshakeRead)
 	fail := func(err error) error {
 		ws.CloseNow()
@@ -142,7 +139,7 @@ func (s *session) connect() error {
 		return fail(err)
 	}
 	challenge := ch.(*messages.Challenge)
-	jws, err := messages.SignRegistration(s.r.c.Key, *challenge, messages.RegistrationClaims{Token: s.r.c.Token, Names: s.r.c.Names})
+	jws, err := messages.SignRegistration(s.r.c.Key, *challenge, messages.RegistrationClaims{Token: s.r.c.Token, Names: s.r.c.Names, Pool: s.r.c.Pool, Protect: s.r.protect, TCP: s.r.c.TCP != nil, RemotePort: s.r.c.TCP.remotePort()})
 	if err != nil {
 		return fail(err)
 	}
@@ -157,6 +154,26 @@ func (s *session) connect() error {
 	if s.reg.PingMillis == 0 || s.reg.TimeoutMillis == 0 || s.reg.MaxWindow < messages.InitialWindow {
 		return fail(errors.New("proxy sent an incomplete registration response"))
 	}
+	return nil
+}
+
+// dial opens the websocket to the proxy at url. An HTTP 404 there is
+// final: a *RefusedError with the reason notFound.
+func (s *session) dial(ctx context.Context, url, notFound string) error {
+	hc, dialed, done := s.r.dialProxy()
+	defer done()
+	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{
+		HTTPClient:      hc,
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		if resp != nil && resp.StatusCode == 404 {
+			return &RefusedError{Reason: notFound}
+		}
+		return fmt.Errorf("dial proxy: %w", err)
+	}
+	s.ws = ws
+	s.conn = dialed()
 	return nil
 }
 
@@ -309,6 +326,9 @@ func (s *session) dispatchFrame(msg []byte, moved chan<- struct{}) error {
 }
 
 func (s *session) dispatch(m messages.Message, moved chan<- struct{}) error {
+	if s.visitor && opensStream(m) {
+		return fmt.Errorf("unexpected %v on a visitor connection", m.Type())
+	}
 	switch m := m.(type) {
 	case *messages.Ping:
 		return nil
@@ -321,6 +341,14 @@ func (s *session) dispatch(m messages.Message, moved chan<- struct{}) error {
 		s.carried.Store(true)
 		st := s.newStream(m.ID, int(m.Window), false)
 		s.start(m.ID, st, func(ctx context.Context) { s.serveStream(ctx, m, st) })
+		return nil
+	case *messages.TCPRequest:
+		s.carried.Store(true)
+		st := s.newStream(m.ID, int(m.Window), false)
+		s.start(m.ID, st, func(ctx context.Context) { s.serveTCP(ctx, m, st) })
+		return nil
+	case *messages.TCPResponse:
+		s.deliver(m.ID, m)
 		return nil
 	case *messages.Credit:
 		if m.ID.IsZero() {
@@ -408,26 +436,33 @@ func (s *session) start(id messages.ID, st *stream.Stream, fn func(ctx context.C
 		s.send(&messages.Error{ID: id, Code: messages.CodeOverloaded})
 		return
 	}
-	ctx, cancel := context.WithCancel(s.ctx)
-	s.mu.Lock()
-	s.tasks[id] = &task{cancel: cancel, st: st}
-	s.mu.Unlock()
+	ctx, end := s.begin(id, st)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer func() { <-s.slots }()
-		defer func() {
-			s.mu.Lock()
-			delete(s.tasks, id)
-			s.mu.Unlock()
-			cancel()
-			st.Close()
-			if st.Err() != nil {
-				s.out.Forget(id) // nobody wants what is still queued
-			}
-		}()
+		defer end()
 		fn(ctx)
 	}()
+}
+
+// begin makes st a task of the session, so that the proxy's frames reach
+// it, with a context that ends with the session; end forgets it.
+func (s *session) begin(id messages.ID, st *stream.Stream) (ctx context.Context, end func()) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	s.mu.Lock()
+	s.tasks[id] = &task{cancel: cancel, st: st}
+	s.mu.Unlock()
+	return ctx, func() {
+		s.mu.Lock()
+		delete(s.tasks, id)
+		s.mu.Unlock()
+		cancel()
+		st.Close()
+		if st.Err() != nil {
+			s.out.Forget(id) // nobody wants what is still queued
+		}
+	}
 }
 
 func (s *session) task(id messages.ID) *task {

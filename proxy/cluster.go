@@ -96,11 +96,9 @@ const reannounceRetry = 100 * time.Millisecond
 func (p *Proxy) reannounce(ctx context.Context, c *clientConn) error {
 	// Serialized with attach and detach, so an entry is never claimed for a
 	// connection that has just been released.
-	p.regMu.Lock()
-	defer p.regMu.Unlock()
+	defer p.lockHostnames(c)()
 	p.mu.Lock()
-	e := p.hosts[c.label]
-	current := e != nil && e.conn == c
+	current := p.hosts[c.label].holds(c)
 	p.mu.Unlock()
 	if !current {
 		return nil
@@ -125,46 +123,6 @@ func newerHolder(a, b string) bool {
 		return sa > sb
 	}
 	return a > b
-}
-
-// announce makes sure the registry names c for its hostname: it extends
-// c's entry, or claims the hostname again when the entry has vanished (the
-// registry restarted, or the entry expired while the registry was
-// unreachable) or names an older connection (a Redis failover lost c's
-// claim, and the replica it promoted still had the previous holder's).
-// When a newer connection holds the hostname, c has been replaced without
-// hearing of it, and is treated so.
-func (c *clientConn) announce(ctx context.Context) error {
-	c.mu.Lock()
-	gone := c.gone
-	c.mu.Unlock()
-	if gone {
-		return nil
-	}
-	reg, ttl := c.p.reg, c.p.registryTTL()
-	ok, err := reg.Refresh(ctx, c.label, c.holder, ttl)
-	if err != nil || ok {
-		return err
-	}
-	holder, err := reg.Lookup(ctx, c.label)
-	switch {
-	case errors.Is(err, bus.ErrNotFound):
-		_, err := reg.Claim(ctx, c.label, c.holder, ttl)
-		return err
-	case err != nil:
-		return err
-	case holder == c.holder:
-	case newerHolder(c.holder, holder):
-		c.log.Warn("registry named an older connection; claiming the hostname again", "older", holder)
-		_, err := reg.Claim(ctx, c.label, c.holder, ttl)
-		if err == nil {
-			c.p.announceTakeover(ctx, c.label, holder, c.holder)
-		}
-		return err
-	default:
-		c.replaced(holder)
-	}
-	return nil
 }
 
 // publish is the proxy's one way onto the bus: it records the outcome in

@@ -76,6 +76,15 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// RegistrationToken, when set, must be presented by every client.
 	RegistrationToken string
+	// TokenKeys, when set, are the operator's public keys for access
+	// tokens (see [IssueToken]); every client then needs a valid token.
+	// The set may change while the proxy runs ([TokenKeys.Set],
+	// [TokenKeys.Reloader]).
+	TokenKeys *TokenKeys
+	// AdminToken, when set, turns on POST /revoke on [Proxy.AdminHandler]
+	// for callers presenting it as "Authorization: Bearer <AdminToken>".
+	// Empty: the endpoint is off (404).
+	AdminToken string
 	// ReservedNames are friendly names no token can grant on this proxy,
 	// besides [ReservedNames] and the first label of Domain.
 	ReservedNames []string
@@ -94,6 +103,16 @@ type Config struct {
 	// that accepts nothing for this long fails its own stream (close 1008),
 	// and the client's other streams are unaffected. Default 10s.
 	StreamWriteTimeout time.Duration
+
+	// TCPPorts, when set, is the range of public TCP ports a TCP tunnel's
+	// client may ask to be exposed on as well (client tcp --remote-port),
+	// for visitors who cannot run client connect. The instance holding the
+	// client listens on the port while the client is connected, at
+	// TCPBind. Default: none, and a client that asks is refused.
+	TCPPorts PortRange
+	// TCPBind is the address the public TCP ports listen on. Default ""
+	// (every interface).
+	TCPBind string
 
 	// challengeTTL is how long a registration challenge stays valid.
 	// Default 60s; tests shorten it.
@@ -194,6 +213,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := c.TCPPorts.check(); err != nil {
+		return c, err
 	}
 	if c.StreamWriteTimeout == 0 {
 		c.StreamWriteTimeout = writeTimeout

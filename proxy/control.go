@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,25 +30,45 @@ const (
 	StatusReplaced = websocket.StatusCode(messages.CloseReplaced)
 )
 
-// hostEntry is a hostname whose client this instance holds.
+// hostEntry is a hostname whose client this instance holds: one
+// connection, or the members of a pool that this instance holds.
 type hostEntry struct {
 	conn *clientConn
+	pool []*clientConn
+}
+
+// holds reports whether c is e's connection or one of its pool members.
+func (e *hostEntry) holds(c *clientConn) bool {
+	return e != nil && (e.conn == c || slices.Contains(e.pool, c))
 }
 
 // clientConn is one registered client websocket. The HTTP handler goroutine
 // reads; a writer goroutine, while there is something to write, writes and
 // closes; the instance's scheduler pings (see connio.go).
 type clientConn struct {
-	p        *Proxy
-	ws       *websocket.Conn
-	holder   string // instance/conn, the registry value
-	label    string
-	log      *slog.Logger
-	rate     *limiter.Rate
-	out      outQueue           // frames for the client; holds nothing while idle
-	in       *stream.ConnWindow // the client's connection credit towards us
-	closing  chan struct{}
-	lastRead atomic.Int64 // unix nanos
+	p      *Proxy
+	ws     *websocket.Conn
+	holder string // instance/conn: names the connection
+	label  string
+	entry  string // the registry value of label
+	// names are the friendly names it was granted and asked for, each
+	// with the registry value nameEntry, unless lost (under mu).
+	names     []string
+	nameEntry string
+	pool      bool           // shares label with the other members of its key's pool
+	policy    *visitorPolicy // who may visit; nil admits everyone
+	tcp       bool           // carries TCP streams, not HTTP: its registration said so
+	tokenID   string         // the access token's ID, if it has one
+	// The tunnel's limits: the proxy's, or its token's where lower.
+	maxBody    int64 // 0: none
+	capBody    bool  // maxBody is the token's, below the proxy's: count bodies here
+	maxStreams int
+	log        *slog.Logger
+	rate       *limiter.Rate
+	out        outQueue           // frames for the client; holds nothing while idle
+	in         *stream.ConnWindow // the client's connection credit towards us
+	closing    chan struct{}
+	lastRead   atomic.Int64 // unix nanos
 	connIO
 
 	closeOnce   sync.Once
@@ -61,6 +82,7 @@ type clientConn struct {
 	gone       bool                   // replaced or closing: deliver nothing more
 	replacedAt time.Time              // when a newer connection took over
 	successor  string                 // the holder that replaced this one, when known
+	lost       map[string]bool        // names a newer grant took
 }
 
 // maxConnWindow caps the growth of a client connection's window. The
@@ -97,21 +119,33 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 	// handler runs, and deriving the handshake's timeouts from it would
 	// leave a map of children in it for the life of the connection.
 	rctx := context.WithoutCancel(r.Context())
-	label, reg, ok := p.register(rctx, ws)
+	adm, ok := p.register(rctx, ws)
 	if !ok {
 		return
 	}
+	label := adm.label
+	holder := newHolder(p.instance, time.Now())
+	rules := adm.policy.encode()
 	c := &clientConn{
-		p:       p,
-		ws:      ws,
-		holder:  newHolder(p.instance, time.Now()),
-		label:   label,
-		rate:    limiter.NewRate(p.cfg.Rate, p.cfg.Burst),
-		in:      stream.NewConnWindow(messages.InitialConnWindow, maxConnWindow),
-		closing: make(chan struct{}),
-		streams: make(map[messages.ID]*relay),
-		connIO:  connIO{conn: conn},
+		p:         p,
+		ws:        ws,
+		holder:    holder,
+		label:     label,
+		entry:     entryValue("", holder, rules),
+		names:     adm.names,
+		nameEntry: adm.nameEntry(holder, rules),
+		pool:      adm.claims.Pool,
+		policy:    adm.policy,
+		tcp:       adm.claims.TCP,
+		tokenID:   adm.tokenID,
+		rate:      limiter.NewRate(adm.rate(&p.cfg)),
+		in:        stream.NewConnWindow(messages.InitialConnWindow, maxConnWindow),
+		closing:   make(chan struct{}),
+		streams:   make(map[messages.ID]*relay),
+		connIO:    connIO{conn: conn},
 	}
+	c.maxBody, c.capBody = adm.maxBody(&p.cfg)
+	c.maxStreams = adm.maxStreams(&p.cfg)
 	c.out = outQueue{stream.NewWriter(messages.InitialConnWindow, maxControlQueue), c}
 	c.log = p.log.With("host", label, "conn", c.holder)
 	c.lastRead.Store(time.Now().UnixNano())
@@ -125,11 +159,18 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		PingMillis:        uint32(p.cfg.Ping / time.Millisecond),
 		TimeoutMillis:     uint32(p.cfg.Timeout / time.Millisecond),
 		IdleTimeoutMillis: uint32(p.cfg.IdleTimeout / time.Millisecond),
-		MaxBody:           uint32(p.cfg.MaxBody),
+		MaxBody:           uint32(c.maxBody),
 		MaxWindow:         uint32(p.cfg.MaxWindow),
 		ConnBudget:        uint32(p.cfg.ConnWindowBudget),
 	}
 	first := messages.Encode(resp)
+	if reason := p.openPublicPort(c, adm.claims.RemotePort); reason != "" {
+		// Still in the handshake: the client takes it as final.
+		c.log.Info("registration refused", "reason", reason)
+		ws.Close(websocket.StatusPolicyViolation, closeReason(reason))
+		return
+	}
+	defer p.closePublicPort(c)
 	actx, cancel := context.WithTimeout(rctx, p.cfg.registrationTimeout)
 	err = p.attach(actx, c)
 	cancel()
@@ -139,9 +180,18 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(messages.MaxFrame)
-	c.log.Info("client registered", "remote", r.RemoteAddr, "token", reg.Claims.Token != "")
+	c.log.Info("client registered", "remote", r.RemoteAddr, "token", adm.claims.Token != "", "names", adm.names)
 	p.metrics.clientConnected(1)
 	defer p.metrics.clientConnected(-1)
+	if g := adm.grant; g != nil && !g.Expires.IsZero() {
+		// The token's end is the connection's, when Verify starts to
+		// refuse it: a reconnect is refused, and says why.
+		t := time.AfterFunc(time.Until(g.Expires.Add(TokenLeeway)), func() {
+			c.log.Info("access token expired; closing")
+			c.requestClose(websocket.StatusPolicyViolation, ErrTokenExpired.Error())
+		})
+		defer t.Stop()
+	}
 
 	c.run(first)
 	// Gone before the queue closes: a request arriving in between is
@@ -156,24 +206,24 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 // register runs the challenge-response handshake and reports the verified
 // hostname label. On failure it closes ws with a policy violation and a
 // reason the client prints.
-func (p *Proxy) register(ctx context.Context, ws *websocket.Conn) (string, *messages.Registration, bool) {
+func (p *Proxy) register(ctx context.Context, ws *websocket.Conn) (*admission, bool) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.registrationTimeout)
 	defer cancel()
 	ch := messages.Challenge{Nonce: randomToken(16), Domain: p.cfg.Domain}
 	issued := time.Now()
 	if err := ws.Write(ctx, websocket.MessageBinary, messages.Encode(&ch)); err != nil {
 		ws.CloseNow()
-		return "", nil, false
+		return nil, false
 	}
-	refuse := func(reason string) (string, *messages.Registration, bool) {
+	refuse := func(reason string) (*admission, bool) {
 		p.log.Info("registration refused", "reason", reason)
 		ws.Close(websocket.StatusPolicyViolation, closeReason(reason))
-		return "", nil, false
+		return nil, false
 	}
 	typ, rd, err := ws.Reader(ctx)
 	if err != nil {
 		ws.CloseNow()
-		return "", nil, false
+		return nil, false
 	}
 	if typ != websocket.MessageBinary {
 		return refuse("registration required before any other message")
@@ -181,7 +231,7 @@ func (p *Proxy) register(ctx context.Context, ws *websocket.Conn) (string, *mess
 	data, err := io.ReadAll(io.LimitReader(rd, messages.MaxPreRegistration+1))
 	if err != nil {
 		ws.CloseNow()
-		return "", nil, false
+		return nil, false
 	}
 	if len(data) > messages.MaxPreRegistration {
 		// Close discards the rest of the message unread.
@@ -203,17 +253,20 @@ func (p *Proxy) register(ctx context.Context, ws *websocket.Conn) (string, *mess
 		// The close code already says "refused"; the reason says why.
 		return refuse(strings.TrimPrefix(err.Error(), messages.ErrRefused.Error()+": "))
 	}
-	if t := p.cfg.RegistrationToken; t != "" && !constantTimeEqual(reg.Claims.Token, t) {
-		return refuse("a valid registration token is required")
+	a, reason, err := p.admit(ctx, reg)
+	if err != nil {
+		p.log.Warn("registration: registry unavailable", "err", err)
+		ws.Close(websocket.StatusTryAgainLater, "proxy unavailable, try again")
+		return nil, false
 	}
-	if !p.permits(reg.Label) {
-		return refuse(refusedByAccess)
+	if a == nil {
+		return refuse(reason)
 	}
 	if p.isDraining() {
 		ws.Close(websocket.StatusGoingAway, "proxy shutting down, reconnect")
-		return "", nil, false
+		return nil, false
 	}
-	return reg.Label, reg, true
+	return a, true
 }
 
 func constantTimeEqual(a, b string) bool {
@@ -242,42 +295,6 @@ func (p *Proxy) refuseLegacy(w http.ResponseWriter, r *http.Request) {
 	ws.Close(websocket.StatusPolicyViolation, legacyRefusal)
 }
 
-// attach makes c the holder of its hostname on this instance and in the
-// registry, and tells the instance holding an older connection for it, if
-// any, that it was replaced.
-func (p *Proxy) attach(ctx context.Context, c *clientConn) error {
-	p.regMu.Lock()
-	defer p.regMu.Unlock()
-	// Routable before the registry names it: a request published for c
-	// as soon as the claim is visible must find it.
-	p.mu.Lock()
-	p.conns[c.holder] = c
-	p.mu.Unlock()
-	prev, err := p.reg.Claim(ctx, c.label, c.holder, p.registryTTL())
-	if err != nil {
-		p.mu.Lock()
-		delete(p.conns, c.holder)
-		p.mu.Unlock()
-		return err
-	}
-	p.learnRoute(c.label, c.holder)
-	var old *clientConn
-	p.mu.Lock()
-	if e := p.hosts[c.label]; e != nil {
-		old, e.conn = e.conn, c
-	} else {
-		p.hosts[c.label] = &hostEntry{conn: c}
-	}
-	p.mu.Unlock()
-	if old != nil {
-		old.replaced(c.holder)
-	}
-	if prev != "" && prev != c.holder && (old == nil || prev != old.holder) {
-		p.announceTakeover(ctx, c.label, prev, c.holder)
-	}
-	return nil
-}
-
 // announceTakeover tells the instance holding prev that successor
 // replaced it.
 func (p *Proxy) announceTakeover(ctx context.Context, label, prev, successor string) {
@@ -287,40 +304,17 @@ func (p *Proxy) announceTakeover(ctx context.Context, label, prev, successor str
 	}
 }
 
-// detach forgets c, releasing its hostname unless a newer connection has
-// taken it over.
-func (p *Proxy) detach(c *clientConn) {
-	p.regMu.Lock()
-	defer p.regMu.Unlock()
-	p.mu.Lock()
-	delete(p.conns, c.holder)
-	e := p.hosts[c.label]
-	mine := e != nil && e.conn == c
-	if mine {
-		delete(p.hosts, c.label)
-	}
-	p.mu.Unlock()
-	if succ := c.successorFor(); succ != "" {
-		p.rememberMove(c.holder, succ)
-	}
-	if !mine {
-		return
-	}
-	p.forgetRoute(c.label, c.holder)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.reg.Release(ctx, c.label, c.holder); err != nil {
-		c.log.Warn("release hostname", "err", err)
-	}
-}
-
 func (p *Proxy) registryTTL() time.Duration { return 3 * p.cfg.Ping }
 
-// localConns returns the connections this instance holds. Caller holds p.mu.
+// localConns returns the connections this instance holds, each once
+// (a connection is also listed under its names). Caller holds p.mu.
 func (p *Proxy) localConns() []*clientConn {
 	conns := make([]*clientConn, 0, len(p.hosts))
-	for _, e := range p.hosts {
-		conns = append(conns, e.conn)
+	for host, e := range p.hosts {
+		if e.conn != nil && e.conn.label == host {
+			conns = append(conns, e.conn)
+		}
+		conns = append(conns, e.pool...)
 	}
 	return conns
 }

@@ -79,6 +79,7 @@ var publicMessages = map[int]string{
 	http.StatusTooManyRequests:       "429 Too Many Requests: this tunnel is over its request rate; retry later.",
 	http.StatusServiceUnavailable:    "503 Service Unavailable: the proxy cannot serve this right now; retry later.",
 	http.StatusForbidden:             "403 Forbidden.",
+	http.StatusUnauthorized:          "401 Unauthorized: this tunnel asks for a user name and password.",
 	http.StatusBadRequest:            "400 Bad Request.",
 	http.StatusMisdirectedRequest:    "421 Misdirected Request: this connection is for another host.",
 }

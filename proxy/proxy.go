@@ -40,9 +40,10 @@ type Proxy struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// regMu serializes attaching and detaching hostnames, which span the
-	// bus, the registry and p.hosts.
-	regMu sync.Mutex
+	// regMu serializes attaching and detaching each hostname, which span
+	// the bus, the registry and p.hosts: a stripe per hash of the name,
+	// so that registrations of different hostnames go on side by side.
+	regMu [64]sync.Mutex
 
 	// lanes publish what must not wait for its round trip, in order per
 	// stream, over a bus that batches; nil over the in-memory bus, where
@@ -67,6 +68,7 @@ type Proxy struct {
 	conns       map[string]*clientConn         // every client connection attached here, by holder
 	moved       map[string]moved               // replaced connections that closed lately
 	forwards    map[messages.ID]moved          // streams whose frames follow them there
+	ports       map[int]*publicPort            // public TCP ports open here (tcp.go)
 	draining    bool
 	drainFlag   atomic.Bool // draining, for the hot path
 	stopping    bool        // Shutdown has begun: nothing new starts
@@ -225,6 +227,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == ControlPath:
 		p.serveControl(w, r)
+	case r.URL.Path == TCPPath:
+		p.serveTCPVisitor(w, r)
 	case r.URL.Path == messages.LegacyControlPath:
 		p.refuseLegacy(w, r)
 	case host == p.cfg.Domain && r.URL.Path == "/":
@@ -243,11 +247,11 @@ func normalizeHost(h string) string {
 	return strings.TrimSuffix(strings.ToLower(h), ".")
 }
 
-// tunnelLabel reports whether host is "<label>.<domain>" with a well-formed
-// label.
+// tunnelLabel reports whether host is "<label>.<domain>" with label a
+// well-formed key hostname label or friendly name.
 func (p *Proxy) tunnelLabel(host string) (string, bool) {
 	label, ok := strings.CutSuffix(host, "."+p.cfg.Domain)
-	if !ok || !messages.IsHostnameLabel(label) {
+	if !ok || !messages.IsHostnameLabel(label) && (messages.CheckName(label) != nil || p.cfg.reservedName(label)) {
 		return "", false
 	}
 	return label, true

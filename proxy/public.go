@@ -146,10 +146,18 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, host, label 
 		return publicError(w, http.StatusRequestHeaderFieldsTooLarge), false
 	}
 	for attempt := 0; ; attempt++ {
-		holder, status := p.lookup(r.Context(), label)
+		rt, status := p.lookup(r.Context(), label)
 		if status != 0 {
 			return publicError(w, status), false
 		}
+		rt, ok := p.member(rt)
+		if !ok {
+			return publicError(w, http.StatusBadGateway), false
+		}
+		if status := rt.policy.admit(p, w, r); status != 0 {
+			return status, false
+		}
+		holder := rt.holder
 		*id = head.ID
 		status, abort, retry := p.exchange(w, r, host, label, holder, head, frame)
 		if !retry {
@@ -382,6 +390,12 @@ func (ex *exchange) failBeforeHead(err error) int {
 		return publicError(w, http.StatusGatewayTimeout)
 	case errors.As(err, &reset):
 		status := errorStatus(reset.Code)
+		if reset.Code == messages.CodeTooLarge && ex.body != nil {
+			// Before the response head, only the request body can be too
+			// large: the holder cut it at the tunnel's own cap.
+			w.Header().Set("Connection", "close")
+			status = http.StatusRequestEntityTooLarge
+		}
 		if status == http.StatusTooManyRequests {
 			w.Header().Set("Retry-After", strconv.Itoa(int(max(1, reset.RetryAfter))))
 		}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/coder/websocket"
@@ -19,6 +20,7 @@ import (
 type relay struct {
 	replyTo string
 	ws      bool
+	tcp     bool // a TCP stream (see tcp.go): Data both ways, no idle timeout
 	state   relayState
 	// clientCredit is how many data bytes the client may still send: the
 	// window the head granted plus the Credit relayed to the client since,
@@ -30,6 +32,9 @@ type relay struct {
 	// WebSocket: bytes of the message in progress from and to the client;
 	// -1 between messages.
 	msgFrom, msgTo int64
+	// HTTP: body bytes relayed to and from the client, counted against
+	// the tunnel's own cap when its token sets one below the proxy's.
+	bodyTo, bodyFrom int64
 }
 
 type relayState uint8
@@ -43,6 +48,9 @@ const (
 	// ordinary way leaves nothing behind: the client knows it is over.
 	ended
 )
+
+// overTunnelCap reports whether n body bytes pass the tunnel's own cap.
+func (c *clientConn) overTunnelCap(n int64) bool { return c.capBody && n > c.maxBody }
 
 // finishLocked forgets a stream that is over in the ordinary way. Caller
 // holds c.mu.
@@ -85,8 +93,13 @@ func (p *Proxy) onClientFrame(replyTo, conn string, frame []byte) {
 	p.mu.Unlock()
 	if t == messages.TypeTakeover {
 		m, err := messages.Decode(frame)
-		if tk, ok := m.(*messages.Takeover); err == nil && ok && c != nil {
+		tk, ok := m.(*messages.Takeover)
+		switch {
+		case err != nil || !ok || c == nil:
+		case tk.Hostname == c.label:
 			c.replaced(tk.Successor)
+		case slices.Contains(c.names, tk.Hostname):
+			c.loseName(tk.Hostname, tk.Successor)
 		}
 		return
 	}
@@ -102,7 +115,7 @@ func (p *Proxy) onClientFrame(replyTo, conn string, frame []byte) {
 		}
 		return
 	}
-	if !p.ownsConnName(conn) || (t != messages.TypeHTTPRequest && t != messages.TypeWSRequest) {
+	if !p.ownsConnName(conn) || (t != messages.TypeHTTPRequest && t != messages.TypeWSRequest && t != messages.TypeTCPRequest) {
 		return
 	}
 	id, _ := messages.PeekID(frame)
@@ -163,10 +176,37 @@ func (c *clientConn) fromBus(replyTo string, payloadFrame []byte) {
 	c.mu.Unlock()
 	switch m := m.(type) {
 	case *messages.HTTPRequest:
+		if !c.servesHost(m.Host) {
+			c.p.replyError(replyTo, c.holder, id, messages.CodeGone, 0)
+			return
+		}
+		if c.tcp {
+			c.answerNotHTTP(replyTo, m)
+			return
+		}
 		c.openStream(replyTo, id, frame, false, m.Window, !m.Body)
 		return
 	case *messages.WSRequest:
+		if !c.servesHost(m.Host) {
+			c.p.replyError(replyTo, c.holder, id, messages.CodeGone, 0)
+			return
+		}
+		if c.tcp {
+			c.answerNotHTTP(replyTo, m)
+			return
+		}
 		c.openStream(replyTo, id, frame, true, m.Window, false)
+		return
+	case *messages.TCPRequest:
+		if !c.servesHost(m.Host) {
+			c.p.replyError(replyTo, c.holder, id, messages.CodeGone, 0)
+			return
+		}
+		if !c.tcp {
+			c.refuseNotTCP(replyTo, id, m.Host)
+			return
+		}
+		c.openStream(replyTo, id, frame, false, m.Window, false)
 		return
 	}
 	now := time.Now()
@@ -185,6 +225,12 @@ func (c *clientConn) fromBus(replyTo string, payloadFrame []byte) {
 	case *messages.Data:
 		if r.ws || r.toClientDone {
 			c.mu.Unlock()
+			return
+		}
+		r.bodyTo += int64(len(m.Data))
+		if !r.tcp && c.overTunnelCap(r.bodyTo) {
+			c.mu.Unlock()
+			c.resetStream(id, replyTo, messages.CodeTooLarge, "request body over the tunnel's limit")
 			return
 		}
 		r.toClientDone = m.End
@@ -207,7 +253,7 @@ func (c *clientConn) fromBus(replyTo string, payloadFrame []byte) {
 		}
 		first := r.msgTo < 0
 		r.msgTo = max(r.msgTo, 0) + int64(len(m.Data))
-		tooBig := c.p.cfg.MaxBody > 0 && r.msgTo > int64(c.p.cfg.MaxBody)
+		tooBig := c.maxBody > 0 && r.msgTo > c.maxBody
 		if m.Fin {
 			r.msgTo = -1
 		}
@@ -283,7 +329,7 @@ func (c *clientConn) openStream(replyTo string, id messages.ID, frame []byte, ws
 		c.p.replyError(replyTo, c.holder, id, messages.CodeGone, 0)
 		return
 	}
-	if c.live >= c.p.cfg.maxPending {
+	if c.live >= c.maxStreams {
 		c.mu.Unlock()
 		c.p.replyError(replyTo, c.holder, id, messages.CodeOverloaded, 0)
 		return
@@ -291,6 +337,7 @@ func (c *clientConn) openStream(replyTo string, id messages.ID, frame []byte, ws
 	c.streams[id] = &relay{
 		replyTo:      replyTo,
 		ws:           ws,
+		tcp:          messages.Type(frame[1]) == messages.TypeTCPRequest,
 		clientCredit: int64(window),
 		toClientDone: noBody,
 		active:       time.Now(),
@@ -386,6 +433,8 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 		id = m.ID
 	case *messages.WSResponse:
 		id = m.ID
+	case *messages.TCPResponse:
+		id = m.ID
 	case *messages.Data:
 		id = m.ID
 	case *messages.Trailer:
@@ -446,7 +495,7 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 	r.active = now
 	replyTo := r.replyTo
 	var bad string
-	var tooBig, first bool
+	var tooBig, tooLarge, first bool // tooBig: a WebSocket message; tooLarge: an HTTP body
 	switch m := m.(type) {
 	case *messages.HTTPResponse:
 		switch {
@@ -476,7 +525,14 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 		} else if bad == "" {
 			c.finishLocked(id, r)
 		}
+	case *messages.TCPResponse:
+		r.state = open
 	case *messages.Data:
+		r.bodyFrom += int64(len(m.Data))
+		if !r.tcp && c.overTunnelCap(r.bodyFrom) {
+			tooLarge = true
+			break
+		}
 		r.fromClientDone = m.End
 		c.finishIfDoneLocked(id, r)
 	case *messages.Trailer:
@@ -490,7 +546,7 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 	case *messages.WSMessage:
 		first = r.msgFrom < 0
 		r.msgFrom = max(r.msgFrom, 0) + int64(len(m.Data))
-		tooBig = c.p.cfg.MaxBody > 0 && r.msgFrom > int64(c.p.cfg.MaxBody)
+		tooBig = c.maxBody > 0 && r.msgFrom > c.maxBody
 		if m.Fin {
 			r.msgFrom = -1
 		}
@@ -508,6 +564,9 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 		// exchange, not the tunnel.
 		c.log.Warn("bad answer from client", "reason", bad, "req", id)
 		c.resetStream(id, replyTo, messages.CodeBadResponse, bad)
+		return true
+	case tooLarge:
+		c.resetStream(id, replyTo, messages.CodeTooLarge, "response body over the tunnel's limit")
 		return true
 	case tooBig:
 		c.failStream(id, replyTo, websocket.StatusMessageTooBig, "message too big")
@@ -528,9 +587,11 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 func (c *clientConn) allowed(r *relay, m messages.Message) bool {
 	switch m.(type) {
 	case *messages.HTTPResponse:
-		return !r.ws && r.state == awaitingHead
+		return !r.ws && !r.tcp && r.state == awaitingHead
 	case *messages.WSResponse:
 		return r.ws && r.state == awaitingHead
+	case *messages.TCPResponse:
+		return r.tcp && r.state == awaitingHead
 	case *messages.Data, *messages.Trailer:
 		return !r.ws && r.state == open && !r.fromClientDone
 	case *messages.WSMessage, *messages.WSTeardown:
@@ -685,7 +746,7 @@ func (c *clientConn) sweep(now time.Time) {
 			if now.Sub(r.active) > cfg.Timeout {
 				delete(c.streams, id)
 			}
-		case r.ws && r.state == open:
+		case (r.ws || r.tcp) && r.state == open:
 			// A WebSocket may be quiet for as long as both ends like.
 		case now.Sub(r.active) > orphan:
 			c.abortLocked(r, now)

@@ -3,7 +3,9 @@ package proxy
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +54,13 @@ func (p *Proxy) onMessage(payload []byte) {
 			return
 		}
 		p.onStreamFrame(conn, frame)
+	case messages.TypeRevoke:
+		m, err := messages.Decode(payload)
+		if err != nil {
+			p.log.Warn("bad revocation on bus", "err", err)
+			return
+		}
+		p.onRevoke(m.(*messages.Revoke))
 	default:
 		p.log.Warn("unexpected message on bus", "type", t)
 	}
@@ -213,35 +222,130 @@ const (
 
 type route struct {
 	holder string
+	rules  string         // the entry's visitor rules, as encoded
+	policy *visitorPolicy // rules, decoded
+	pool   []route        // a pool's members; holder is then its poolRef
 	at     time.Time
 }
 
-// lookup finds the connection holding label, or the status to answer.
-func (p *Proxy) lookup(ctx context.Context, label string) (string, int) {
+// member picks the member of a pool that gets a new stream: the less
+// loaded of two at random (by the streams this instance has in flight to
+// each), skipping members on this instance that have gone. For a hostname
+// that is not pooled it is r itself; ok is false when no member is left.
+func (p *Proxy) member(r route) (route, bool) {
+	if !strings.HasPrefix(r.holder, poolMarker) {
+		return r, true
+	}
+	live := make([]route, 0, len(r.pool))
+	for _, m := range r.pool {
+		if instanceOf(m.holder) == p.instance {
+			// Known here at once; a member elsewhere that has gone is
+			// answered for by its instance, and the request tried again.
+			p.mu.Lock()
+			c := p.conns[m.holder]
+			p.mu.Unlock()
+			if c == nil || c.isGone() {
+				continue
+			}
+		}
+		live = append(live, m)
+	}
+	switch len(live) {
+	case 0:
+		return route{}, false
+	case 1:
+		return live[0], true
+	}
+	i := rand.IntN(len(live))
+	j := (i + 1 + rand.IntN(len(live)-1)) % len(live)
+	p.mu.Lock()
+	load := func(m route) int {
+		if cb := p.connBudgets[m.holder]; cb != nil {
+			return cb.refs
+		}
+		return 0
+	}
+	if load(live[j]) < load(live[i]) {
+		i = j
+	}
+	p.mu.Unlock()
+	return live[i], true
+}
+
+// lookup finds the connection holding label and the rules its visitors
+// must pass, or the status to answer.
+func (p *Proxy) lookup(ctx context.Context, label string) (route, int) {
 	now := time.Now()
 	p.routeMu.Lock()
 	r, ok := p.routes[label]
 	p.routeMu.Unlock()
 	if ok && now.Sub(r.at) < routeTTL {
-		return r.holder, 0
+		return r, 0
 	}
 	ctx, cancel := context.WithTimeout(ctx, busOpTimeout)
 	defer cancel()
-	holder, err := p.reg.Lookup(ctx, label)
+	v, err := p.reg.Lookup(ctx, label)
 	switch {
 	case errors.Is(err, bus.ErrNotFound):
 		p.forgetRoute(label, "")
-		return "", http.StatusBadGateway // the tunnel is offline
+		if !messages.IsHostnameLabel(label) {
+			// A name nobody is granted and connected for: nothing here.
+			return route{}, http.StatusNotFound
+		}
+		return route{}, http.StatusBadGateway // the tunnel is offline
 	case err != nil:
 		p.log.Warn("registry lookup", "err", err)
-		return "", http.StatusServiceUnavailable
+		return route{}, http.StatusServiceUnavailable
 	}
-	p.learnRoute(label, holder)
-	return holder, 0
+	var nr route
+	if holder, _ := parseEntry(v); strings.HasPrefix(holder, poolMarker) {
+		members, err := p.reg.Members(ctx, poolSet(holder[len(poolMarker):]))
+		if err != nil {
+			p.log.Warn("registry lookup", "err", err)
+			return route{}, http.StatusServiceUnavailable
+		}
+		nr.holder = holder
+		for _, m := range members {
+			mr, err := p.routeOf(m, r.pool)
+			if err != nil {
+				p.log.Warn("registry entry with unreadable visitor rules", "host", label, "err", err)
+				continue
+			}
+			nr.pool = append(nr.pool, mr)
+		}
+	} else {
+		var prev []route
+		if ok {
+			prev = []route{r}
+		}
+		if nr, err = p.routeOf(v, prev); err != nil {
+			// Never serve a tunnel without the rules its client declared.
+			p.log.Warn("registry entry with unreadable visitor rules", "host", label, "err", err)
+			return route{}, http.StatusServiceUnavailable
+		}
+	}
+	p.learnRoute(label, nr)
+	return nr, 0
 }
 
-// learnRoute records that holder serves label.
-func (p *Proxy) learnRoute(label, holder string) {
+// routeOf reads one connection's registry entry, decoding its rules
+// unless one of known has the same.
+func (p *Proxy) routeOf(v string, known []route) (route, error) {
+	holder, rules := parseEntry(v)
+	nr := route{holder: holder, rules: rules}
+	for _, k := range known {
+		if k.rules == rules {
+			nr.policy = k.policy
+			return nr, nil
+		}
+	}
+	var err error
+	nr.policy, err = decodeVisitorPolicy(rules)
+	return nr, err
+}
+
+// learnRoute records the connection that serves label.
+func (p *Proxy) learnRoute(label string, r route) {
 	p.routeMu.Lock()
 	defer p.routeMu.Unlock()
 	if _, ok := p.routes[label]; !ok && len(p.routes) >= maxRoutes {
@@ -254,14 +358,15 @@ func (p *Proxy) learnRoute(label, holder string) {
 			delete(p.routes, k)
 		}
 	}
-	p.routes[label] = route{holder: holder, at: time.Now()}
+	r.at = time.Now()
+	p.routes[label] = r
 }
 
 // forgetRoute drops label's cached holder, if it is holder ("" for any).
 func (p *Proxy) forgetRoute(label, holder string) {
 	p.routeMu.Lock()
 	defer p.routeMu.Unlock()
-	if r, ok := p.routes[label]; ok && (holder == "" || r.holder == holder) {
+	if r, ok := p.routes[label]; ok && (holder == "" || r.holder == holder || slices.ContainsFunc(r.pool, func(m route) bool { return m.holder == holder })) {
 		delete(p.routes, label)
 	}
 }

@@ -214,6 +214,10 @@ func TestHostPolicy(t *testing.T) {
 	if _, err := m.Claim(ctx, online, "someone", time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	// A friendly name counts while some key holds it.
+	if _, _, err := m.ClaimOrdered(ctx, "myapp", "0000000000000001|someone", time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		host string
 		ok   bool
@@ -225,6 +229,9 @@ func TestHostPolicy(t *testing.T) {
 		{strings.ToUpper(online) + ".tunnel.example.com.:443", true},
 		{offline + ".tunnel.example.com", false},
 		{"www.tunnel.example.com", false},
+		{"myapp.tunnel.example.com", true},
+		{"otherapp.tunnel.example.com", false},
+		{"tunnel.tunnel.example.com", false}, // reserved: the domain's first label
 		{"x." + online + ".tunnel.example.com", false},
 		{online + ".example.com", false},
 		{"example.com", false},
@@ -447,7 +454,7 @@ func TestTLSListener(t *testing.T) {
 			{"unknown name, tunnel host", "nothing.localhost", tun.Host(), http.StatusMisdirectedRequest},
 			{"same tunnel, other case and no port", tun.Host(), strings.ToUpper(strings.Split(tun.Host(), ":")[0]), http.StatusOK},
 			{"apex", "localhost", apex, http.StatusOK},
-			{"no tunnel involved", "nothing.localhost", apex, http.StatusOK},
+			{"no tunnel involved", "www.localhost", apex, http.StatusOK}, // a reserved name
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				sni, _, err := net.SplitHostPort(tc.sni)

@@ -42,26 +42,30 @@ func TestTunnelLabel(t *testing.T) {
 	}
 	defer p.Shutdown(context.Background())
 	for _, tc := range []struct {
-		host string
-		ok   bool
+		host, want string // want "" for not a tunnel's
 	}{
-		{testLabel + ".tunnel.example", true},
-		{"tunnel.example", false},
-		{"foo.tunnel.example", false},
-		{testLabel[:51] + ".tunnel.example", false},
-		{testLabel + "a.tunnel.example", false},
-		{"x." + testLabel + ".tunnel.example", false},
-		{testLabel + ".example", false},
-		{testLabel + ".tunnel.example.evil", false},
-		{testLabel + ".othertunnel.example", false},
-		{strings.Repeat("1", 52) + ".tunnel.example", false},
+		{testLabel + ".tunnel.example", testLabel},
+		{"tunnel.example", ""},
+		// Friendly names: any other DNS label that is not reserved.
+		{"foo.tunnel.example", "foo"},
+		{testLabel[:51] + ".tunnel.example", testLabel[:51]},
+		{testLabel + "a.tunnel.example", testLabel + "a"},
+		{strings.Repeat("1", 52) + ".tunnel.example", strings.Repeat("1", 52)},
+		{"www.tunnel.example", ""},
+		{"tunnel.tunnel.example", ""}, // the domain's first label is reserved
+		{"my_app.tunnel.example", ""},
+		{strings.Repeat("a", 64) + ".tunnel.example", ""},
+		{"x." + testLabel + ".tunnel.example", ""},
+		{testLabel + ".example", ""},
+		{testLabel + ".tunnel.example.evil", ""},
+		{testLabel + ".othertunnel.example", ""},
 		// tunnelLabel sees hosts after normalizeHost, which lowercases.
-		{strings.ToUpper(testLabel) + ".tunnel.example", false},
+		{strings.ToUpper(testLabel) + ".tunnel.example", ""},
 	} {
 		t.Run(tc.host, func(t *testing.T) {
 			label, ok := p.tunnelLabel(tc.host)
-			if ok != tc.ok || (ok && label != testLabel) {
-				t.Fatalf("tunnelLabel(%q) = %q, %v; want ok=%v", tc.host, label, ok, tc.ok)
+			if ok != (tc.want != "") || label != tc.want {
+				t.Fatalf("tunnelLabel(%q) = %q, %v; want %q", tc.host, label, ok, tc.want)
 			}
 		})
 	}

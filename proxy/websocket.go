@@ -49,11 +49,20 @@ func (p *Proxy) serveWebSocket(w http.ResponseWriter, r *http.Request, label str
 		publicError(w, http.StatusRequestHeaderFieldsTooLarge)
 		return
 	}
-	holder, status := p.lookup(r.Context(), label)
+	rt, status := p.lookup(r.Context(), label)
 	if status != 0 {
 		publicError(w, status)
 		return
 	}
+	rt, ok := p.member(rt)
+	if !ok {
+		publicError(w, http.StatusBadGateway)
+		return
+	}
+	if rt.policy.admit(p, w, r) != 0 {
+		return
+	}
+	holder := rt.holder
 	*id = req.ID
 	vs := p.openStream(req.ID, label, holder, stream.Config{RecvWindow: int(req.Window), SendCredit: messages.InitialWindow})
 	defer p.closeStream(vs)

@@ -34,13 +34,20 @@ import (
 func main() { cli.Main("proxy", run) }
 
 const synopsis = `Usage: proxy [flags]
+       proxy token keygen|new [flags]
+       proxy revoke [flags]
 
 Runs a keyhole proxy. Clients connect to ws://<listen>` + proxy.ControlPath + `;
-the public reaches each client at <hostname>.<domain>.`
+the public reaches each client at <hostname>.<domain>.
+
+"proxy token" makes signing keys and access tokens for --token-keys, and
+"proxy revoke" revokes a key, a name or a token through --admin; run
+"proxy token --help" and "proxy revoke --help".`
 
 // options are the command's settings, filled in by the flags of newFlags.
 type options struct {
 	access                    accessFiles
+	tokens                    tokenOptions
 	listen, domain, publicURL string
 	cpuProfile                string
 	timeout, idleTimeout      time.Duration
@@ -55,6 +62,7 @@ type options struct {
 	token, logLevel           string
 	bus, admin                string
 	tls                       tlsOptions
+	tcpPorts, tcpBind         string
 }
 
 func newFlags() (*flag.FlagSet, *options) {
@@ -80,7 +88,10 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.StringVar(&o.bus, "bus", "memory", "how instances share tunnels: `memory` for a single instance, or a Redis\nURL shared by every instance behind one load balancer:\nredis://[:password@]host:port/db, or rediss:// for TLS; for a Redis Cluster,\nredis+cluster://[user:password@]host:port,host:port/ (or rediss+cluster://)\nnaming one or more of its nodes")
 	fs.StringVar(&o.admin, "admin", "", "`address` of the admin listener: /healthz, /readyz and Prometheus\n/metrics (default off); keep it off the public network")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file`, for performance work")
+	fs.StringVar(&o.tcpPorts, "tcp-ports", "", "public TCP `ports` (FIRST-LAST, like 20000-20099) that TCP tunnels may\nask to be exposed on too (client tcp --remote-port), on the instance\nholding the client, while it is connected (default none: off). Behind\na load balancer, each port must reach that instance")
+	fs.StringVar(&o.tcpBind, "tcp-bind", "", "`address` the --tcp-ports listen on, like 127.0.0.1 (default every\ninterface)")
 	o.access.register(fs) // access.go
+	o.tokens.register(fs) // token.go
 	o.tls.register(fs)    // tls.go
 	return fs, o
 }
@@ -121,6 +132,14 @@ func (l *prefixList) Set(v string) error {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "token":
+			return runToken(ctx, args[1:], getenv, stdout, stderr) // token.go
+		case "revoke":
+			return runRevoke(ctx, args[1:], getenv, stdout, stderr) // revoke.go
+		}
+	}
 	fs, o := newFlags()
 	if err := cli.Parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -160,9 +179,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	o.access.log = log
 	var access *proxy.Access
 	if o.access.on() {
-		if access, _, err = o.access.load(); err != nil {
+		if access, err = o.access.load(); err != nil {
 			return cli.Usage(err)
 		}
+	}
+	if o.access.interval < 0 {
+		return cli.Usage(errors.New("--reload-interval must not be negative"))
+	}
+	if err := o.tokens.load(log); err != nil {
+		return err
+	}
+	if o.tokens.adminToken != "" && o.admin == "" {
+		log.Warn("--admin-token has no effect without --admin")
 	}
 	// A certificate that does not fit stops the proxy before it listens.
 	certs, err := o.tls.loadCert(o.domain, log)
@@ -219,11 +247,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Ping:              o.ping,
 		TrustedProxies:    o.trusted,
 		RegistrationToken: o.token,
+		TokenKeys:         o.tokens.keys,
+		AdminToken:        o.tokens.adminToken,
+		ReservedNames:     o.tokens.reserved,
 		Access:            access,
 		Logger:            log,
 	}
 	if b != nil {
 		cfg.Bus, cfg.Registry = b, b
+	}
+	if o.tcpPorts != "" {
+		if cfg.TCPPorts, err = proxy.ParsePortRange(o.tcpPorts); err != nil {
+			return cli.Usage(fmt.Errorf("invalid --tcp-ports: %v", err))
+		}
+		cfg.TCPBind = o.tcpBind
 	}
 	if metrics != nil {
 		cfg.Metrics = metrics
@@ -274,6 +311,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stopWatch()
 	stopAccess := o.access.watch(ctx, p) // access lists: SIGHUP and polling
 	defer stopAccess()
+	stopKeys := o.tokens.watch(ctx, o.access.interval) // token keys: the same
+	defer stopKeys()
 	if err := servers.run(ctx, log.With("tunnels", strings.Replace(o.publicURL, "://", "://<hostname>.", 1))); err != nil {
 		p.Shutdown(context.Background())
 		return fmt.Errorf("serve: %w", err)
