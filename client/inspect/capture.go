@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -122,13 +123,13 @@ func (x *Exchange) WebSocketResponse(resp *http.Response) {
 	if x == nil || x.r.Start.IsZero() {
 		return
 	}
-	h := resp.Header.Clone()
+	hf := flatten(resp.Header)
 	s := x.s
 	s.mu.Lock()
 	if x.retained {
-		x.r.Responded, x.r.FirstByte, x.r.Status, x.r.Proto, x.r.RespHeader = true, time.Now(), resp.StatusCode, resp.Proto, h
-		x.r.Subprotocol = h.Get("Sec-Websocket-Protocol")
-		s.chargeHeadLocked(x, headerBytes(h)+16)
+		x.r.Responded, x.r.FirstByte, x.r.Status, x.r.Proto, x.r.respFlat = true, time.Now(), resp.StatusCode, resp.Proto, hf
+		x.r.Subprotocol = resp.Header.Get("Sec-Websocket-Protocol")
+		s.chargeHeadLocked(x, hf.bytes()+16)
 		s.changedLocked(x)
 	}
 	s.mu.Unlock()
@@ -353,7 +354,12 @@ type SSEEvent struct {
 }
 
 func isEventStream(h http.Header) bool {
-	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	const es = "text/event-stream"
+	ct := h.Get("Content-Type")
+	if len(ct) < len(es) || !strings.EqualFold(ct[:len(es)], es) {
+		return false
+	}
+	mt, _, _ := mime.ParseMediaType(ct)
 	return mt == "text/event-stream"
 }
 

@@ -93,7 +93,7 @@ func (s *Store) changedSince(seq uint64, reset bool) (uint64, uint64, apiEvent) 
 			break
 		}
 		if reset || x.r.Seq > seq {
-			ev.Requests = append(ev.Requests, summaryOf(x.r, now))
+			ev.Requests = append(ev.Requests, summaryOf(x.view(), now))
 		}
 	}
 	return s.seq, s.epoch, ev

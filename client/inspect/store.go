@@ -161,7 +161,7 @@ type record struct {
 	Method     string
 	URI        string
 	Host       string
-	ReqHeader  http.Header
+	ReqHeader  http.Header // nil until looked at: see view
 	RemoteAddr string
 	ReplayOf   string
 
@@ -169,7 +169,7 @@ type record struct {
 	FirstByte   time.Time
 	Status      int
 	Proto       string
-	RespHeader  http.Header
+	RespHeader  http.Header // nil until looked at: see view
 	Subprotocol string
 
 	Ended bool
@@ -186,6 +186,57 @@ type record struct {
 	itemBytes  int64 // kept bytes of WS and SSE, against BodyLimit
 
 	Seq uint64
+
+	// The headers as captured, until view makes maps of them.
+	reqFlat, respFlat flatHeader
+}
+
+// flatHeader is a header as captured: names and values in pairs, in one
+// allocation and without a map, which is most of what capturing an
+// exchange would otherwise cost. The strings are shared with the header
+// it was made from (they never change).
+type flatHeader []string
+
+func flatten(h http.Header) flatHeader {
+	n := 0
+	for _, vs := range h {
+		n += 2 * len(vs)
+	}
+	f := make(flatHeader, 0, n)
+	for k, vs := range h {
+		for _, v := range vs {
+			f = append(f, k, v)
+		}
+	}
+	return f
+}
+
+func (f flatHeader) header() http.Header {
+	h := make(http.Header, len(f)/2)
+	for i := 0; i+1 < len(f); i += 2 {
+		h[f[i]] = append(h[f[i]], f[i+1])
+	}
+	return h
+}
+
+func (f flatHeader) bytes() int64 {
+	var n int64
+	for _, s := range f {
+		n += int64(len(s) + 2)
+	}
+	return n
+}
+
+// view returns a copy of x's record with its headers as maps, made
+// (once) now that someone looks. It runs under the store's lock.
+func (x *Exchange) view() record {
+	if x.r.reqFlat != nil {
+		x.r.ReqHeader, x.r.reqFlat = x.r.reqFlat.header(), nil
+	}
+	if x.r.respFlat != nil {
+		x.r.RespHeader, x.r.respFlat = x.r.respFlat.header(), nil
+	}
+	return x.r
 }
 
 // duration is the exchange's time so far, or in all once it has ended.
@@ -205,7 +256,7 @@ type Exchange struct {
 	r        record
 	retained bool // in the ring: captured bytes go somewhere
 	cost     int64
-	done     chan struct{} // closed by End
+	done     chan struct{} // closed by End; only the inspector's replays have one
 	sse      *sseParser
 }
 
@@ -230,7 +281,10 @@ func (s *Store) BeginWebSocket(id messages.ID, uri, host string, h messages.Head
 
 func (s *Store) begin(id string, kind Kind, method, uri, host string, h http.Header, replayOf string) *Exchange {
 	now := time.Now()
-	x := &Exchange{s: s, start: now, done: make(chan struct{})}
+	x := &Exchange{s: s, start: now}
+	if replayOf != "" {
+		x.done = make(chan struct{})
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.met.begin(now)
@@ -238,10 +292,10 @@ func (s *Store) begin(id string, kind Kind, method, uri, host string, h http.Hea
 	if s.o.Budget <= 0 {
 		return x
 	}
-	hc := h.Clone()
+	hf := flatten(h)
 	x.r = record{ID: id, Kind: kind, Start: now, Method: method, URI: uri, Host: host,
-		ReqHeader: hc, RemoteAddr: remoteAddr(hc), ReplayOf: replayOf}
-	cost := exchangeOverhead + int64(len(id)+len(method)+len(uri)+len(host)) + headerBytes(hc)
+		reqFlat: hf, RemoteAddr: remoteAddr(h), ReplayOf: replayOf}
+	cost := exchangeOverhead + int64(len(id)+len(method)+len(uri)+len(host)) + hf.bytes()
 	if cost > s.o.Budget {
 		return x
 	}
@@ -276,16 +330,6 @@ func remoteAddr(h http.Header) string {
 		last = last[i+1:]
 	}
 	return strings.TrimSpace(last)
-}
-
-func headerBytes(h http.Header) int64 {
-	var n int64
-	for k, vs := range h {
-		for _, v := range vs {
-			n += int64(len(k) + len(v) + 4)
-		}
-	}
-	return n
 }
 
 // chargeLocked makes room for n more bytes of x by dropping older
@@ -399,10 +443,10 @@ func (x *Exchange) Response(resp *http.Response, h messages.Header) {
 	if !x.retained {
 		return
 	}
-	hc := http.Header(h).Clone()
-	x.r.Responded, x.r.FirstByte, x.r.Status, x.r.Proto, x.r.RespHeader = true, now, resp.StatusCode, resp.Proto, hc
-	s.chargeHeadLocked(x, headerBytes(hc)+16)
-	if isEventStream(hc) {
+	hf := flatten(http.Header(h))
+	x.r.Responded, x.r.FirstByte, x.r.Status, x.r.Proto, x.r.respFlat = true, now, resp.StatusCode, resp.Proto, hf
+	s.chargeHeadLocked(x, hf.bytes()+16)
+	if isEventStream(http.Header(h)) {
 		x.sse = &sseParser{x: x, max: s.o.PreviewLimit}
 	}
 	s.changedLocked(x)
@@ -422,7 +466,7 @@ func (x *Exchange) End(status int, reset bool) {
 	s.met.end(x.r.Kind == KindHTTP, now.Sub(x.start), now)
 	if x.r.Start.IsZero() {
 		// Not captured (capture off): only the metrics count it.
-		close(x.done)
+		x.closeDone()
 		return
 	}
 	// An event not ended by a blank line is dropped, as a browser's
@@ -434,7 +478,13 @@ func (x *Exchange) End(status int, reset bool) {
 	if x.retained {
 		s.changedLocked(x)
 	}
-	close(x.done)
+	x.closeDone()
+}
+
+func (x *Exchange) closeDone() {
+	if x.done != nil {
+		close(x.done)
+	}
 }
 
 // Registered records that the client registered with the public URL u.
@@ -528,7 +578,7 @@ func (s *Store) snapshot(id string) (record, bool) {
 	if x == nil {
 		return record{}, false
 	}
-	return x.r, true
+	return x.view(), true
 }
 
 // snapshots returns copies of the newest limit exchanges (all for
@@ -542,7 +592,7 @@ func (s *Store) snapshots(limit int) []record {
 	}
 	out := make([]record, 0, n)
 	for i := len(s.list) - 1; i >= 0 && len(out) < n; i-- {
-		out = append(out, s.list[i].r)
+		out = append(out, s.list[i].view())
 	}
 	return out
 }
