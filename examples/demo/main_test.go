@@ -142,8 +142,9 @@ func TestScript(t *testing.T) {
 	}
 	ws.Close(websocket.StatusNormalClosure, "")
 	// The client logs the request on the terminal.
+	requestLine := regexp.MustCompile(`msg=request req=[0-9a-f]{32} method=GET path=/ status=200`)
 	tunneltest.Eventually(t, 5*time.Second, "the client's request line on stderr", func() bool {
-		return strings.Contains(p.Stderr(), "msg=request method=GET path=/ status=200")
+		return requestLine.MatchString(p.Stderr())
 	})
 	work := regexp.MustCompile(`key=(\S+)/client\.jwk`).FindStringSubmatch(p.Stderr())
 

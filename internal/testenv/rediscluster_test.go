@@ -96,6 +96,11 @@ func TestRedisCluster(t *testing.T) {
 		if replica == nil {
 			t.Fatalf("master %s has no replica", m)
 		}
+		// Replication is asynchronous: wait until the replica has k1, or
+		// the failover could lose it (which Redis allows).
+		if n, err := c.Do(ctx, m, "WAIT", "1", "5000"); err != nil || n != int64(1) {
+			t.Fatalf("WAIT 1 on %s = %v, %v", m, n, err)
+		}
 		pid := m.PID()
 		c.Kill(t, m)
 		if m.Alive() || c.Role(m) != "" {
