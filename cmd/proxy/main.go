@@ -336,7 +336,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	sctx, cancel := context.WithTimeout(context.Background(), o.timeout+5*time.Second)
 	defer cancel()
 	shutdownErr := make(chan error, 1)
-	go func() { shutdownErr <- servers.shutdown(sctx) }()
+	go func() { shutdownErr <- servers.shutdown(sctx, log) }()
 	err = p.Shutdown(sctx)
 	if e := <-shutdownErr; err == nil {
 		err = e

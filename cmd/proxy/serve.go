@@ -15,7 +15,8 @@ import (
 
 // server is one public listener and the http.Server on it.
 type server struct {
-	name string // "http", "https" or "http-redirect", for logs
+	name string           // "http", "https" or "http-redirect", for logs
+	tcp  *net.TCPListener // under ln, which may be a TLS listener
 	ln   net.Listener
 	srv  *http.Server
 }
@@ -33,14 +34,15 @@ type serverGroup struct {
 func (o *options) openListeners(p *proxy.Proxy, plain bool, s *tlsServing, log *slog.Logger) (*serverGroup, error) {
 	g := &serverGroup{}
 	add := func(name, addr string, h http.Handler, cfg *tls.Config) error {
-		ln, err := net.Listen("tcp", addr)
+		tcp, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", name, err)
 		}
+		ln := tcp
 		if cfg != nil {
 			ln = tls.NewListener(ln, cfg)
 		}
-		g.servers = append(g.servers, &server{name: name, ln: ln, srv: &http.Server{
+		g.servers = append(g.servers, &server{name: name, tcp: tcp.(*net.TCPListener), ln: ln, srv: &http.Server{
 			Handler:           h,
 			TLSConfig:         cfg,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -100,12 +102,23 @@ func (g *serverGroup) run(ctx context.Context, log *slog.Logger) error {
 	}
 }
 
-// shutdown stops accepting on every listener, waits for idle connections
+// quiesceTimeout bounds the wait for a listener's accept queue to empty.
+const quiesceTimeout = 500 * time.Millisecond
+
+// shutdown stops accepting on every listener (quiesce first: no
+// connection the kernel completed is reset), waits for idle connections
 // until ctx ends, then waits for every Serve to return.
-func (g *serverGroup) shutdown(ctx context.Context) error {
+func (g *serverGroup) shutdown(ctx context.Context, log *slog.Logger) error {
 	errs := make(chan error, len(g.servers))
 	for _, s := range g.servers {
-		go func() { errs <- s.srv.Shutdown(ctx) }()
+		go func() {
+			qctx, cancel := context.WithTimeout(ctx, quiesceTimeout)
+			if err := quiesce(qctx, s.tcp); err != nil {
+				log.Warn("listener: stopping without draining its accept queue", "listener", s.name, "err", err)
+			}
+			cancel()
+			errs <- s.srv.Shutdown(ctx)
+		}()
 	}
 	var err error
 	for range g.servers {

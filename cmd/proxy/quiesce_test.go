@@ -1,0 +1,90 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestQuiesceAnswersQueuedConnections: connections the kernel completed
+// before shutdown, with a request already sent on them, are served, not
+// reset (a load balancer cannot retry a POST reset that way); a
+// connection attempted after quiesce is refused.
+func TestQuiesceAnswersQueuedConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp := ln.(*net.TCPListener)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "served")
+	})}
+	// Three connections wait in the accept queue, each with a POST sent:
+	// nothing accepts yet.
+	var queued []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"); err != nil {
+			t.Fatal(err)
+		}
+		queued = append(queued, c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	quiesced := make(chan error, 1)
+	go func() { quiesced <- quiesce(ctx, tcp) }()
+	// quiesce waits for the queue, which only Serve empties.
+	select {
+	case err := <-quiesced:
+		t.Fatalf("quiesce returned before the queued connections were accepted: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	if err := <-quiesced; err != nil {
+		t.Fatal(err)
+	}
+	// No longer listening, though not closed yet: refused.
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second); err == nil {
+		c.Close()
+		t.Fatal("a connection after quiesce was accepted")
+	}
+	g := &serverGroup{servers: []*server{{name: "http", tcp: tcp, ln: ln, srv: srv}}, done: served, waiting: 1}
+	shut := make(chan error, 1)
+	go func() { shut <- g.shutdown(ctx, slog.New(slog.DiscardHandler)) }()
+	for i, c := range queued {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("queued connection %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "served" {
+			t.Fatalf("queued connection %d: %d %q", i, resp.StatusCode, b)
+		}
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	// Closed: a new connection is refused (a load balancer tries the next
+	// instance), never accepted and dropped.
+	_, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+	var op *net.OpError
+	if !errors.As(err, &op) {
+		t.Fatalf("dial after shutdown: %v, want a refusal", err)
+	}
+}
