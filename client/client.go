@@ -131,6 +131,18 @@ const (
 	maxBackoff = 30 * time.Second
 )
 
+// errUnavailable marks a refusal from an instance that takes no
+// connections now (it is draining). Right after a move, the client tries
+// again quickly, movingTries times at most: the load balancer will send it
+// elsewhere, and the old connection, still carrying its traffic, will not
+// be there for long.
+var errUnavailable = errors.New("the proxy instance is not taking connections")
+
+const (
+	movingTries = 8
+	movingWait  = 100 * time.Millisecond
+)
+
 // Run connects to the proxy and serves until ctx ends, reconnecting as
 // needed. It returns nil when ctx ends, or an error that retrying cannot
 // fix: a bad configuration, a [*RefusedError], or [ErrReplaced].
@@ -145,6 +157,7 @@ func (c *Client) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	backoff := minBackoff
+	moving := 0 // quick tries left after a move
 	for {
 		s := r.newSession()
 		moved := make(chan struct{}, 1)
@@ -162,7 +175,7 @@ func (c *Client) Run(ctx context.Context) error {
 			// load balancer to another instance, while this session
 			// finishes what it has in flight.
 			r.log.Info("proxy is draining; moving to another instance")
-			backoff = minBackoff
+			backoff, moving = minBackoff, movingTries
 			continue
 		}
 		if ctx.Err() != nil {
@@ -178,16 +191,28 @@ func (c *Client) Run(ctx context.Context) error {
 			// same one again.
 			backoff = minBackoff
 		}
-		// Full jitter keeps many clients from reconnecting in step.
-		wait := backoff/2 + rand.N(backoff/2+1)
+		if s.registered {
+			moving = 0
+		}
+		var wait time.Duration
+		wait, backoff, moving = nextWait(backoff, moving, err)
 		r.log.Warn("connection lost; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
+}
+
+// nextWait returns how long to wait after a failed connection, and the
+// backoff and quick tries left for the one after. Full jitter keeps many
+// clients from reconnecting in step.
+func nextWait(backoff time.Duration, moving int, err error) (wait, nextBackoff time.Duration, nextMoving int) {
+	if moving > 0 && errors.Is(err, errUnavailable) {
+		return movingWait/2 + rand.N(movingWait/2+1), backoff, moving - 1
+	}
+	return backoff/2 + rand.N(backoff/2+1), min(2*backoff, maxBackoff), moving
 }
 
 // runner holds what every session of one Run shares.

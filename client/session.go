@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,6 +171,11 @@ func (s *session) dial(ctx context.Context, url, notFound string) error {
 		if resp != nil && resp.StatusCode == 404 {
 			return &RefusedError{Reason: notFound}
 		}
+		if resp != nil && resp.StatusCode == http.StatusServiceUnavailable {
+			// An instance that is draining (or full); another, behind the
+			// same load balancer, may take the connection.
+			return fmt.Errorf("dial proxy: %w (%w)", err, errUnavailable)
+		}
 		return fmt.Errorf("dial proxy: %w", err)
 	}
 	s.ws = ws
@@ -213,6 +219,10 @@ func closeError(err error, registering bool) error {
 			}
 		case statusReplaced:
 			return ErrReplaced
+		case websocket.StatusGoingAway:
+			if registering {
+				return fmt.Errorf("proxy closed the connection: %d %s (%w)", ce.Code, ce.Reason, errUnavailable)
+			}
 		}
 		return fmt.Errorf("proxy closed the connection: %d %s", ce.Code, ce.Reason)
 	}

@@ -188,7 +188,9 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, host, label, ho
 	vs := p.openStream(head.ID, label, holder, stream.Config{RecvWindow: int(head.Window), SendCredit: credit})
 	defer p.closeStream(vs)
 	if status := p.publishRequest(r.Context(), holder, frame); status != 0 {
-		if status == http.StatusBadGateway && !head.Body {
+		if status == http.StatusBadGateway {
+			// Nobody listens for holder's instance (it stopped): nothing
+			// of the body has been read, so even a POST can go again.
 			return 0, false, true
 		}
 		return publicError(w, status), false, false
@@ -281,6 +283,12 @@ func (ex *exchange) copyBody(status int, length int64) (int, bool) {
 		case err == nil:
 		case ctx.Err() != nil:
 			vs.Reset(messages.CodeCanceled, "visitor went away")
+			if length >= 0 && total == length {
+				// The visitor had the whole body and hung up before its
+				// end-of-stream frame came: a complete response (a load
+				// balancer without keep-alive does just that).
+				return status, false
+			}
 			return 499, true
 		case errors.Is(err, stream.ErrIdle):
 			vs.Reset(messages.CodeCanceled, "idle")

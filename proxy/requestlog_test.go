@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/keyhole-tunnel/keyhole/client"
 	"github.com/keyhole-tunnel/keyhole/internal/tunneltest"
+	"github.com/keyhole-tunnel/keyhole/messages"
 	"github.com/keyhole-tunnel/keyhole/proxy"
 )
 
@@ -107,5 +111,50 @@ func TestRequestIDJoinsTheLogs(t *testing.T) {
 	}
 	if r := p["POST /hello"]; r["req"] != "" || r["status"] != float64(http.StatusRequestEntityTooLarge) {
 		t.Errorf("proxy's line for a request it answered itself: %v", r)
+	}
+}
+
+// TestCompleteResponseLoggedAsSuch: a visitor that has read the whole body
+// its Content-Length announced and hangs up before the stream's end frame
+// comes (a load balancer without keep-alive does) got a complete
+// response: the log says 200, not 499.
+func TestCompleteResponseLoggedAsSuch(t *testing.T) {
+	var plog jsonLog
+	env := tunneltest.StartProxy(t, proxy.Config{Logger: slog.New(slog.NewJSONHandler(&plog, nil))})
+	rc := dialRaw(t, env).register(newEd25519(t))
+	defer rc.close()
+
+	conn, err := net.Dial("tcp", env.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /whole HTTP/1.1\r\nHost: %s\r\n\r\n", rc.host)
+	req := rc.nextRequest()
+	rc.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Header: messages.Header{"Content-Length": {"5"}}, Body: true})
+	rc.reserve(req.ID, 5)
+	rc.send(&messages.Data{ID: req.ID, Data: []byte("hello")}) // no End yet
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(io.LimitReader(resp.Body, 5)); err != nil || string(b) != "hello" {
+		t.Fatalf("body %q, %v", b, err)
+	}
+	conn.Close() // everything announced has arrived
+
+	var rec map[string]any
+	tunneltest.Eventually(t, 5*time.Second, "the request line", func() bool {
+		for _, r := range plog.records("request") {
+			if r["path"] == "/whole" {
+				rec = r
+				return true
+			}
+		}
+		return false
+	})
+	if rec["status"] != float64(200) || rec["aborted"] != false {
+		t.Errorf("request line: status %v, aborted %v; want 200, false", rec["status"], rec["aborted"])
 	}
 }

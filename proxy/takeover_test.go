@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -147,5 +148,57 @@ func TestLostClaimIsClaimedAgain(t *testing.T) {
 		if code, body := via.Get(t, first.URL+"/"); code != http.StatusOK || body != "second" {
 			t.Errorf("via %s: %d %q, want 200 from the second connection", via.Addr, code, body)
 		}
+	}
+}
+
+// TestPostForStoppedInstanceIsRetried: a request with a body, published
+// for a connection whose instance has stopped since the requester cached
+// its route, reached nobody and had nothing of its body read: it goes
+// again, to where the hostname is held now, instead of failing with 502.
+func TestPostForStoppedInstanceIsRetried(t *testing.T) {
+	m := bus.NewMemory()
+	cfg := proxy.Config{Bus: m, Registry: m, Timeout: 5 * time.Second}
+	a := tunneltest.StartProxy(t, cfg)
+	b := tunneltest.StartProxy(t, cfg)
+	stale := &staleRegistry{Registry: m}
+	cfgC := cfg
+	cfgC.Registry = stale
+	c := tunneltest.StartProxy(t, cfgC)
+
+	key := tunneltest.NewKey(t)
+	handler := func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			io.WriteString(w, name+" "+string(b))
+		})
+	}
+	first := a.Connect(&client.Client{Key: key, Handler: handler("first")})
+	url := first.URL
+	if code, body := c.Get(t, url+"/"); code != http.StatusOK || body != "first " {
+		t.Fatalf("via C before the takeover: %d %q", code, body)
+	}
+	b.Connect(&client.Client{Key: key, Handler: handler("second")})
+	tunneltest.Eventually(t, 5*time.Second, "B routes to the second connection", func() bool {
+		code, body := b.Get(t, url+"/")
+		return code == http.StatusOK && body == "second "
+	})
+	// A stops: nobody listens for its connections any more. The stale
+	// registry sends C to A first, then (it is stale once) to B.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Proxy.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stale.mu.Lock()
+	stale.holder = ""
+	stale.mu.Unlock()
+	resp, err := c.HTTP.Post(url+"/echo", "text/plain", strings.NewReader("payload"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(got) != "second payload" {
+		t.Fatalf("POST via C after A stopped: %d %q, want 200 from the second connection", resp.StatusCode, got)
 	}
 }
