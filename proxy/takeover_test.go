@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -57,6 +58,11 @@ func TestRequestForReplacedConnectionFollowsTheTakeover(t *testing.T) {
 	var slowStarted atomic.Bool
 	handler := func(name string) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/echo" {
+				b, _ := io.ReadAll(r.Body)
+				io.WriteString(w, name+" "+string(b))
+				return
+			}
 			if r.URL.Path == "/slow" {
 				slowStarted.Store(true)
 				select {
@@ -94,11 +100,22 @@ func TestRequestForReplacedConnectionFollowsTheTakeover(t *testing.T) {
 		code, body := b.Get(t, url+"/")
 		return code == http.StatusOK && body == "second"
 	})
-	// C still names the first connection: its request must be handed on.
-	for range 5 {
+	// C still names the first connection: its requests must be handed
+	// on, with their bodies.
+	for i := range 5 {
 		code, body := c.Get(t, url+"/")
 		if code != http.StatusOK || body != "second" {
 			t.Fatalf("via C with a stale lookup: %d %q, want 200 from the second connection", code, body)
+		}
+		payload := fmt.Sprintf("body %d", i)
+		resp, err := c.HTTP.Post(url+"/echo", "text/plain", strings.NewReader(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(got) != "second "+payload {
+			t.Fatalf("POST via C with a stale lookup: %d %q, want 200 from the second connection", resp.StatusCode, got)
 		}
 	}
 	releaseOnce.Do(func() { close(release) })
