@@ -216,6 +216,16 @@ func (p *Proxy) detach(c *clientConn) {
 	if succ := c.successorFor(); succ != "" {
 		p.rememberMove(c.holder, succ)
 	}
+	// Streams handed to the successor while this connection was closing
+	// may still have body frames on the way here: they follow the stream
+	// from the instance's table now that the connection is gone.
+	c.mu.Lock()
+	handedOff := c.handedOff
+	c.handedOff = nil
+	c.mu.Unlock()
+	for id, succ := range handedOff {
+		p.forwardStream(id, succ)
+	}
 	p.release(c)
 }
 

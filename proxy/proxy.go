@@ -286,7 +286,9 @@ func (p *Proxy) Drain() {
 // clients a moment to register elsewhere, and then closes every client
 // connection. It returns when everything the proxy started has stopped.
 // It does not stop the listeners: the caller's http.Server does, with its
-// own Shutdown.
+// own Shutdown, which should come first (after Drain) and return before
+// this is called: a request still being answered needs the instance's
+// subscription to the bus, which Shutdown ends.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.Drain()
 	p.mu.Lock()

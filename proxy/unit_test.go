@@ -9,6 +9,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/keyhole-tunnel/keyhole/bus"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
 
@@ -245,5 +246,30 @@ func TestConfigDefaults(t *testing.T) {
 		if _, err := bad.withDefaults(); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
+	}
+}
+
+// TestDetachKeepsHandedOffStreamsForwarded: a replaced connection that
+// closes while streams it handed to its successor still have body frames
+// on the way leaves those streams in the instance's forward table, so the
+// frames reach the successor instead of being dropped.
+func TestDetachKeepsHandedOffStreamsForwarded(t *testing.T) {
+	m := bus.NewMemory()
+	p, err := New(context.Background(), Config{Bus: m, Registry: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	id := messages.NewID()
+	c := &clientConn{p: p, holder: p.instance + "/old", label: "old", gone: true, successor: "other/new",
+		handedOff: map[messages.ID]string{id: "other/new"}, log: p.log}
+	p.detach(c)
+	frame := messages.Encode(&messages.Data{ID: id, End: true, Data: []byte("rest")})
+	succ, last := p.forwarded(frame)
+	if succ != "other/new" || !last {
+		t.Fatalf("forwarded(body end of a handed-off stream) = %q, %v; want other/new, true", succ, last)
+	}
+	if other, _ := p.forwarded(messages.Encode(&messages.Data{ID: messages.NewID(), Data: []byte("x")})); other != "" {
+		t.Fatalf("an unrelated stream is forwarded to %q", other)
 	}
 }

@@ -335,12 +335,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("shutting down: no longer listening; finishing in-flight requests", "grace", o.timeout)
 	sctx, cancel := context.WithTimeout(context.Background(), o.timeout+5*time.Second)
 	defer cancel()
-	shutdownErr := make(chan error, 1)
-	go func() { shutdownErr <- servers.shutdown(sctx, log) }()
-	err = p.Shutdown(sctx)
-	if e := <-shutdownErr; err == nil {
-		err = e
-	}
+	// The listeners stop first, and every request already read is
+	// answered while the proxy still receives its replies over the bus;
+	// only then does the proxy close its clients and leave the bus. (The
+	// other way round, a request read in the last moment waited for a
+	// reply that nobody received, and got 504.)
+	p.Drain()
+	err = errors.Join(servers.shutdown(sctx, log), p.Shutdown(sctx))
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
