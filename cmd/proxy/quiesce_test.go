@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/keyhole-tunnel/keyhole/internal/tunneltest"
 )
 
 // TestQuiesceAnswersQueuedConnections: connections the kernel completed
@@ -62,7 +64,8 @@ func TestQuiesceAnswersQueuedConnections(t *testing.T) {
 		c.Close()
 		t.Fatal("a connection after quiesce was accepted")
 	}
-	g := &serverGroup{servers: []*server{{name: "http", tcp: tcp, ln: ln, srv: srv}}, done: served, waiting: 1}
+	sv := &server{name: "http", tcp: tcp, ln: ln, srv: srv}
+	g := &serverGroup{servers: []*server{sv}, done: served, waiting: 1}
 	shut := make(chan error, 1)
 	go func() { shut <- g.shutdown(ctx, slog.New(slog.DiscardHandler)) }()
 	for i, c := range queued {
@@ -86,5 +89,57 @@ func TestQuiesceAnswersQueuedConnections(t *testing.T) {
 	var op *net.OpError
 	if !errors.As(err, &op) {
 		t.Fatalf("dial after shutdown: %v, want a refusal", err)
+	}
+}
+
+// TestShutdownAnswersLateRequest: a connection accepted before shutdown
+// whose request comes a moment after it began is answered, not closed
+// unanswered (http.Server.Shutdown alone drops such a request).
+func TestShutdownAnswersLateRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv := &server{name: "http", tcp: ln.(*net.TCPListener), ln: ln}
+	sv.srv = &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "served") }),
+		ConnState: sv.busy.track,
+	}
+	served := make(chan error, 1)
+	go func() { served <- sv.srv.Serve(ln) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tunneltest.Eventually(t, 5*time.Second, "the connection accepted", func() bool { return sv.busy.count() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g := &serverGroup{servers: []*server{sv}, done: served, waiting: 1}
+	shut := make(chan error, 1)
+	go func() { shut <- g.shutdown(ctx, slog.New(slog.DiscardHandler)) }()
+	// The listener stops listening first: then the request comes.
+	tunneltest.Eventually(t, 5*time.Second, "the listener refusing", func() bool {
+		c2, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
+		if err == nil {
+			c2.Close()
+		}
+		return err != nil
+	})
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("request sent after shutdown began: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "served" {
+		t.Fatalf("late request: %d %q", resp.StatusCode, b)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/keyhole-tunnel/keyhole/proxy"
@@ -19,6 +20,51 @@ type server struct {
 	tcp  *net.TCPListener // under ln, which may be a TLS listener
 	ln   net.Listener
 	srv  *http.Server
+	busy busyConns
+}
+
+// busyConns tracks a server's connections that are new (no request read
+// yet) or active (a request being answered).
+type busyConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+}
+
+func (b *busyConns) track(c net.Conn, s http.ConnState) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch s {
+	case http.StateNew, http.StateActive:
+		if b.conns == nil {
+			b.conns = make(map[net.Conn]bool)
+		}
+		b.conns[c] = true
+	default:
+		delete(b.conns, c)
+	}
+}
+
+func (b *busyConns) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.conns)
+}
+
+// settle waits, until ctx ends, for every connection of a server that no
+// longer accepts to be idle or closed. http.Server.Shutdown drops a request
+// it reads after it began (the connection closes unanswered), and a
+// connection accepted a moment before may not have sent its request yet;
+// once every one has been answered, Shutdown has only idle ones to close.
+func (b *busyConns) settle(ctx context.Context) {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for b.count() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // serverGroup runs the public listeners and stops them together.
@@ -42,14 +88,17 @@ func (o *options) openListeners(p *proxy.Proxy, plain bool, s *tlsServing, log *
 		if cfg != nil {
 			ln = tls.NewListener(ln, cfg)
 		}
-		g.servers = append(g.servers, &server{name: name, tcp: tcp.(*net.TCPListener), ln: ln, srv: &http.Server{
+		sv := &server{name: name, tcp: tcp.(*net.TCPListener), ln: ln}
+		sv.srv = &http.Server{
 			Handler:           h,
 			TLSConfig:         cfg,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    proxy.MaxHeaderBytes,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		}})
+			ConnState:         sv.busy.track,
+		}
+		g.servers = append(g.servers, sv)
 		return nil
 	}
 	var err error
@@ -106,8 +155,9 @@ func (g *serverGroup) run(ctx context.Context, log *slog.Logger) error {
 const quiesceTimeout = 500 * time.Millisecond
 
 // shutdown stops accepting on every listener (quiesce first: no
-// connection the kernel completed is reset), waits for idle connections
-// until ctx ends, then waits for every Serve to return.
+// connection the kernel completed is reset), answers every request on the
+// connections accepted (settle), waits for idle connections until ctx
+// ends, then waits for every Serve to return.
 func (g *serverGroup) shutdown(ctx context.Context, log *slog.Logger) error {
 	errs := make(chan error, len(g.servers))
 	for _, s := range g.servers {
@@ -117,6 +167,7 @@ func (g *serverGroup) shutdown(ctx context.Context, log *slog.Logger) error {
 				log.Warn("listener: stopping without draining its accept queue", "listener", s.name, "err", err)
 			}
 			cancel()
+			s.busy.settle(ctx)
 			errs <- s.srv.Shutdown(ctx)
 		}()
 	}
