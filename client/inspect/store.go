@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -191,41 +192,46 @@ type record struct {
 	reqFlat, respFlat flatHeader
 }
 
-// flatHeader is a header as captured: names and values in pairs, in one
-// allocation and without a map, which is most of what capturing an
-// exchange would otherwise cost. The strings are shared with the header
-// it was made from (they never change).
-type flatHeader []string
+// flatHeader is a header as captured: each name and value followed by a
+// zero byte, in one byte slice, which is most of what capturing an
+// exchange would otherwise cost: no map to build, and nothing for the
+// garbage collector to scan in the exchanges the ring keeps.
+type flatHeader []byte
 
 func flatten(h http.Header) flatHeader {
 	n := 0
-	for _, vs := range h {
-		n += 2 * len(vs)
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 2
+		}
 	}
 	f := make(flatHeader, 0, n)
 	for k, vs := range h {
 		for _, v := range vs {
-			f = append(f, k, v)
+			f = append(f, k...)
+			f = append(f, 0)
+			f = append(f, v...)
+			f = append(f, 0)
 		}
 	}
 	return f
 }
 
 func (f flatHeader) header() http.Header {
-	h := make(http.Header, len(f)/2)
-	for i := 0; i+1 < len(f); i += 2 {
-		h[f[i]] = append(h[f[i]], f[i+1])
+	h := http.Header{}
+	for len(f) > 0 {
+		k, rest, ok := bytes.Cut(f, []byte{0})
+		if !ok {
+			break
+		}
+		v, rest, _ := bytes.Cut(rest, []byte{0})
+		h[string(k)] = append(h[string(k)], string(v))
+		f = rest
 	}
 	return h
 }
 
-func (f flatHeader) bytes() int64 {
-	var n int64
-	for _, s := range f {
-		n += int64(len(s) + 2)
-	}
-	return n
-}
+func (f flatHeader) bytes() int64 { return int64(len(f)) }
 
 // view returns a copy of x's record with its headers as maps, made
 // (once) now that someone looks. It runs under the store's lock.
