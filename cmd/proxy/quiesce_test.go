@@ -26,10 +26,12 @@ func TestQuiesceAnswersQueuedConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	tcp := ln.(*net.TCPListener)
+	sv := &server{name: "http", tcp: tcp, ln: ln}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "served")
-	})}
+	}), ConnState: sv.busy.track}
+	sv.srv = srv
 	// Three connections wait in the accept queue, each with a POST sent:
 	// nothing accepts yet.
 	var queued []net.Conn
@@ -64,7 +66,6 @@ func TestQuiesceAnswersQueuedConnections(t *testing.T) {
 		c.Close()
 		t.Fatal("a connection after quiesce was accepted")
 	}
-	sv := &server{name: "http", tcp: tcp, ln: ln, srv: srv}
 	g := &serverGroup{servers: []*server{sv}, done: served, waiting: 1}
 	shut := make(chan error, 1)
 	go func() { shut <- g.shutdown(ctx, slog.New(slog.DiscardHandler)) }()
