@@ -26,6 +26,9 @@ type ReloadFiles struct {
 	// the error and tries again when the contents change. Calls never
 	// overlap.
 	Apply func(contents [][]byte) error
+	// Keeping says what stays in force when the files cannot be used, for
+	// the warning. Default: "the ones in force".
+	Keeping string
 	// Logger receives a line for every reload and a warning for files that
 	// cannot be used. Default: discard.
 	Logger *slog.Logger
@@ -41,7 +44,7 @@ type ReloadFiles struct {
 // every poll.
 //
 // [TokenKeys.Reloader] and [AccessReloader] make the ones the proxy
-// command uses.
+// command uses, and a [CertReloader] runs on one.
 type FileReloader struct {
 	cfg ReloadFiles
 	log *slog.Logger
@@ -61,6 +64,9 @@ func NewFileReloader(cfg ReloadFiles) (*FileReloader, error) {
 	}
 	if cfg.Name == "" {
 		cfg.Name = "files"
+	}
+	if cfg.Keeping == "" {
+		cfg.Keeping = "the ones in force"
 	}
 	r := &FileReloader{cfg: cfg, log: cfg.Logger}
 	if r.log == nil {
@@ -94,7 +100,7 @@ func (r *FileReloader) Reload() error {
 	}
 	if err != nil {
 		err = r.wrap(err)
-		r.log.Warn(r.cfg.Name+" not reloaded; keeping the ones in force", "files", r.files(), "err", err)
+		r.log.Warn(r.cfg.Name+" not reloaded; keeping "+r.cfg.Keeping, "files", r.files(), "err", err)
 	}
 	return err
 }
@@ -134,7 +140,7 @@ func (r *FileReloader) reloadIfChanged() {
 	}
 	if err != nil {
 		r.refused = sum
-		r.log.Warn(r.cfg.Name+" changed but cannot be used; keeping the ones in force", "files", r.files(), "err", r.wrap(err))
+		r.log.Warn(r.cfg.Name+" changed but cannot be used; keeping "+r.cfg.Keeping, "files", r.files(), "err", r.wrap(err))
 	}
 }
 

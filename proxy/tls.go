@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,10 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -78,18 +75,15 @@ type CertFiles struct {
 // CertReloader serves a certificate from files and replaces it when the
 // files change, without a restart: handshakes read the current certificate
 // through an atomic pointer, and established connections keep the one they
-// negotiated. Create it with [LoadCertFiles].
+// negotiated. Create it with [LoadCertFiles]. The files are watched by a
+// [FileReloader]: a changed file that cannot be used (a renewal job that
+// has written the certificate but not yet the key, or a broken file) is
+// logged once and the current certificate stays.
 type CertReloader struct {
-	cfg CertFiles
-	log *slog.Logger
-	cur atomic.Pointer[tls.Certificate]
-
-	// mu serializes loads; it guards the sums.
-	mu sync.Mutex
-	// loaded is the content hash of the files behind cur; refused is that
-	// of the last files that could not be used, so a bad file is reported
-	// once, not on every poll.
-	loaded, refused [sha256.Size]byte
+	cfg   CertFiles
+	log   *slog.Logger
+	cur   atomic.Pointer[tls.Certificate]
+	files *FileReloader
 }
 
 // LoadCertFiles loads and checks the certificate: the key must match it,
@@ -108,16 +102,17 @@ func LoadCertFiles(cfg CertFiles) (*CertReloader, error) {
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
-	certPEM, keyPEM, sum, err := r.read()
+	files, err := NewFileReloader(ReloadFiles{
+		Name:    "tls",
+		Paths:   []string{cfg.CertFile, cfg.KeyFile},
+		Apply:   r.apply,
+		Keeping: "the current certificate",
+		Logger:  r.log,
+	})
 	if err != nil {
 		return nil, err
 	}
-	c, err := parseCert(certPEM, keyPEM, cfg.Domain, time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("tls: %s: %w", cfg.CertFile, err)
-	}
-	r.cur.Store(c)
-	r.loaded = sum
+	r.files = files
 	return r, nil
 }
 
@@ -134,91 +129,30 @@ func (r *CertReloader) Leaf() *x509.Certificate { return r.cur.Load().Leaf }
 // handshake on. If they cannot be used, the current certificate stays and
 // the error says why. The proxy command calls it on SIGHUP.
 func (r *CertReloader) Reload() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	certPEM, keyPEM, sum, err := r.read()
-	if err == nil {
-		err = r.swap(certPEM, keyPEM, sum)
-	}
-	if err != nil {
-		return fmt.Errorf("tls: reload %s: %w; keeping the current certificate", r.cfg.CertFile, err)
+	if err := r.files.Reload(); err != nil {
+		return fmt.Errorf("%w; keeping the current certificate", err)
 	}
 	return nil
 }
 
 // Watch checks the files every interval (DefaultReloadInterval when zero)
-// until ctx ends, and reloads them when their content changed. A changed
-// file that cannot be used (a renewal job that has written the certificate
-// but not yet the key, or a broken file) is logged once and the current
-// certificate stays.
-//
-// It compares content hashes rather than modification times: the files are
-// small, and a hash cannot miss a rewrite within the clock's granularity.
+// until ctx ends, and reloads them when their content changed (see
+// [FileReloader.Watch]).
 func (r *CertReloader) Watch(ctx context.Context, interval time.Duration) {
-	if interval <= 0 {
-		interval = DefaultReloadInterval
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			r.reloadIfChanged()
-		}
-	}
+	r.files.Watch(ctx, interval)
 }
 
-func (r *CertReloader) reloadIfChanged() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	certPEM, keyPEM, sum, err := r.read()
+// apply parses and checks the files' contents and makes them current.
+func (r *CertReloader) apply(contents [][]byte) error {
+	c, err := parseCert(contents[0], contents[1], r.cfg.Domain, time.Now())
 	if err != nil {
-		// A file that is missing for a moment during a rename is normal;
-		// one that stays missing is reported once per distinct error.
-		sum = sha256.Sum256([]byte(err.Error()))
-	}
-	if sum == r.loaded || sum == r.refused {
-		return
-	}
-	if err == nil {
-		err = r.swap(certPEM, keyPEM, sum)
-	}
-	if err != nil {
-		r.refused = sum
-		r.log.Warn("certificate files changed but cannot be used; keeping the current certificate", "file", r.cfg.CertFile, "err", err)
-	}
-}
-
-// swap parses and checks the files and makes them current. r.mu is held.
-func (r *CertReloader) swap(certPEM, keyPEM []byte, sum [sha256.Size]byte) error {
-	c, err := parseCert(certPEM, keyPEM, r.cfg.Domain, time.Now())
-	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", r.cfg.CertFile, err)
 	}
 	old := r.cur.Swap(c)
-	r.loaded = sum
-	r.refused = [sha256.Size]byte{}
 	r.log.Info("certificate loaded", "file", r.cfg.CertFile,
 		"serial", c.Leaf.SerialNumber.Text(16), "not_after", c.Leaf.NotAfter,
-		"changed", !bytes.Equal(old.Certificate[0], c.Certificate[0]))
+		"changed", old == nil || !bytes.Equal(old.Certificate[0], c.Certificate[0]))
 	return nil
-}
-
-func (r *CertReloader) read() (certPEM, keyPEM []byte, sum [sha256.Size]byte, err error) {
-	if certPEM, err = os.ReadFile(r.cfg.CertFile); err != nil {
-		return nil, nil, sum, fmt.Errorf("tls: %w", err)
-	}
-	if keyPEM, err = os.ReadFile(r.cfg.KeyFile); err != nil {
-		return nil, nil, sum, fmt.Errorf("tls: %w", err)
-	}
-	h := sha256.New()
-	h.Write(certPEM)
-	h.Write([]byte{0})
-	h.Write(keyPEM)
-	h.Sum(sum[:0])
-	return certPEM, keyPEM, sum, nil
 }
 
 // parseCert checks that key matches the certificate, that it is in its

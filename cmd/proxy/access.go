@@ -63,10 +63,17 @@ func (a *accessFiles) watch(ctx context.Context, p *proxy.Proxy) (stop func()) {
 	return watchFiles(ctx, a.reloader, a.interval)
 }
 
+// reloadable is a set of files kept in force: a [proxy.FileReloader] or a
+// [proxy.CertReloader], which log what they do.
+type reloadable interface {
+	Reload() error
+	Watch(ctx context.Context, interval time.Duration)
+}
+
 // watchFiles reloads r on SIGHUP and, unless interval is 0, polls it every
 // interval, until the returned stop function is called; stop returns when
-// the goroutines have ended. r logs what it does.
-func watchFiles(ctx context.Context, r *proxy.FileReloader, interval time.Duration) (stop func()) {
+// the goroutines have ended.
+func watchFiles(ctx context.Context, r reloadable, interval time.Duration) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

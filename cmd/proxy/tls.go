@@ -11,11 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/acme/autocert"
@@ -201,26 +198,5 @@ func (s *tlsServing) watch(ctx context.Context) (stop func()) {
 	if s == nil || s.reloader == nil {
 		return func() {}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	var wg sync.WaitGroup
-	wg.Go(func() { s.reloader.Watch(ctx, proxy.DefaultReloadInterval) })
-	wg.Go(func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				if err := s.reloader.Reload(); err != nil {
-					s.log.Warn("SIGHUP", "err", err)
-				}
-			}
-		}
-	})
-	return func() {
-		signal.Stop(hup)
-		cancel()
-		wg.Wait()
-	}
+	return watchFiles(ctx, s.reloader, proxy.DefaultReloadInterval)
 }
