@@ -105,7 +105,7 @@ func parseSub(fs *flag.FlagSet, args []string, synopsis string, stdout io.Writer
 	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			printSubUsage(stdout, fs, synopsis)
+			cli.PrintSubUsage(stdout, fs, synopsis)
 			return err
 		}
 		return cli.Usage(fmt.Errorf("%s: %w", fs.Name(), err))
@@ -114,23 +114,6 @@ func parseSub(fs *flag.FlagSet, args []string, synopsis string, stdout io.Writer
 		return cli.Usage(fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0)))
 	}
 	return nil
-}
-
-// printSubUsage is cli.PrintUsage without environment variables.
-func printSubUsage(w io.Writer, fs *flag.FlagSet, synopsis string) {
-	fmt.Fprintf(w, "%s\n\nFlags:\n", synopsis)
-	fs.VisitAll(func(f *flag.Flag) {
-		name, usage := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintf(w, "%s\n    \t%s", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0B" && f.DefValue != "0s" {
-			fmt.Fprintf(w, " (default %s)", f.DefValue)
-		}
-		fmt.Fprintln(w)
-	})
 }
 
 const tokenSynopsis = `Usage: proxy token keygen|new [flags]

@@ -53,6 +53,22 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 // variable, and a footer to w.
 func PrintUsage(w io.Writer, fs *flag.FlagSet, synopsis, footer string) {
 	fmt.Fprintf(w, "%s\n\nFlags (each may also be set with the environment variable shown):\n", synopsis)
+	printFlags(w, fs, true)
+	if footer != "" {
+		fmt.Fprintf(w, "\n%s\n", footer)
+	}
+}
+
+// PrintSubUsage writes a synopsis and every flag of fs to w, for a
+// subcommand whose flags have no environment variables.
+func PrintSubUsage(w io.Writer, fs *flag.FlagSet, synopsis string) {
+	fmt.Fprintf(w, "%s\n\nFlags:\n", synopsis)
+	printFlags(w, fs, false)
+}
+
+// printFlags writes each flag of fs with its usage, its default unless that
+// is a zero value, and with env its environment variable.
+func printFlags(w io.Writer, fs *flag.FlagSet, env bool) {
 	fs.VisitAll(func(f *flag.Flag) {
 		name, usage := flag.UnquoteUsage(f)
 		line := "  --" + f.Name
@@ -60,14 +76,16 @@ func PrintUsage(w io.Writer, fs *flag.FlagSet, synopsis, footer string) {
 			line += " " + name
 		}
 		fmt.Fprintf(w, "%s\n    \t%s", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "[]" {
+		switch f.DefValue {
+		case "", "false", "0", "[]", "0B", "0s":
+		default:
 			fmt.Fprintf(w, " (default %s)", f.DefValue)
 		}
-		fmt.Fprintf(w, "\n    \t[%s]\n", EnvName(f.Name))
+		if env {
+			fmt.Fprintf(w, "\n    \t[%s]", EnvName(f.Name))
+		}
+		fmt.Fprintln(w)
 	})
-	if footer != "" {
-		fmt.Fprintf(w, "\n%s\n", footer)
-	}
 }
 
 // Logger returns a text logger on w at the named level.
