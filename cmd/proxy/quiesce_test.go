@@ -144,3 +144,35 @@ func TestShutdownAnswersLateRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestShutdownSettleEndsAtDeadline: a connection that never sends a
+// request holds the shutdown only until its deadline, not for ever.
+func TestShutdownSettleEndsAtDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv := &server{name: "http", tcp: ln.(*net.TCPListener), ln: ln}
+	sv.srv = &http.Server{Handler: http.NotFoundHandler(), ConnState: sv.busy.track}
+	served := make(chan error, 1)
+	go func() { served <- sv.srv.Serve(ln) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tunneltest.Eventually(t, 5*time.Second, "the connection accepted", func() bool { return sv.busy.count() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	g := &serverGroup{servers: []*server{sv}, done: served, waiting: 1}
+	shut := make(chan error, 1)
+	go func() { shut <- g.shutdown(ctx, slog.New(slog.DiscardHandler)) }()
+	select {
+	case err := <-shut:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("shutdown with a silent connection: %v, want the deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown did not end at its deadline")
+	}
+}
