@@ -174,39 +174,29 @@ func (c *clientConn) fromBus(replyTo string, payloadFrame []byte) {
 		return
 	}
 	c.mu.Unlock()
+	// A frame that opens a stream: checked alike for the three kinds.
+	var host string
+	var window uint32
+	var opens, ws, noBody, tcp bool
 	switch m := m.(type) {
 	case *messages.HTTPRequest:
-		if !c.servesHost(m.Host) {
-			c.p.replyError(replyTo, c.holder, id, messages.CodeGone, 0)
-			return
-		}
-		if c.tcp {
-			c.answerNotHTTP(replyTo, m)
-			return
-		}
-		c.openStream(replyTo, id, frame, false, m.Window, !m.Body)
-		return
+		opens, host, window, noBody = true, m.Host, m.Window, !m.Body
 	case *messages.WSRequest:
-		if !c.servesHost(m.Host) {
-			c.p.replyError(replyTo, c.holder, id, messages.CodeGone, 0)
-			return
-		}
-		if c.tcp {
-			c.answerNotHTTP(replyTo, m)
-			return
-		}
-		c.openStream(replyTo, id, frame, true, m.Window, false)
-		return
+		opens, host, window, ws = true, m.Host, m.Window, true
 	case *messages.TCPRequest:
-		if !c.servesHost(m.Host) {
+		opens, host, window, tcp = true, m.Host, m.Window, true
+	}
+	if opens {
+		switch {
+		case !c.servesHost(host):
 			c.p.replyError(replyTo, c.holder, id, messages.CodeGone, 0)
-			return
+		case c.tcp && !tcp:
+			c.answerNotHTTP(replyTo, m)
+		case tcp && !c.tcp:
+			c.refuseNotTCP(replyTo, id, host)
+		default:
+			c.openStream(replyTo, id, frame, ws, window, noBody)
 		}
-		if !c.tcp {
-			c.refuseNotTCP(replyTo, id, m.Host)
-			return
-		}
-		c.openStream(replyTo, id, frame, false, m.Window, false)
 		return
 	}
 	now := time.Now()
