@@ -170,7 +170,9 @@ func (c *clientConn) fromBus(replyTo string, payloadFrame []byte) {
 			delete(c.handedOff, id)
 		}
 		c.mu.Unlock()
-		c.p.post(instanceOf(succ), messages.AppendEnvelopeFrame(nil, replyTo, succ, frame), streamKey(id), nil)
+		// The envelope is a copy of its own: the pooled one goes back.
+		c.p.post(instanceOf(succ), messages.AppendEnvelopeFrame(nil, replyTo, succ, payloadFrame), streamKey(id), nil)
+		stream.Release(frame)
 		return
 	}
 	c.mu.Unlock()
