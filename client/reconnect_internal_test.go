@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // TestNextWaitAfterMove: after a move off a draining instance, refusals
@@ -61,5 +63,19 @@ func TestDialUnavailable(t *testing.T) {
 		if got, want := errors.Is(err, errUnavailable), code == http.StatusServiceUnavailable; got != want {
 			t.Errorf("%d: errors.Is(%v, errUnavailable) = %v, want %v", code, err, got, want)
 		}
+	}
+}
+
+// TestGoingAwayAtRegistrationIsUnavailable: a proxy that closes with
+// "going away" while the client registers (it began draining meanwhile)
+// is an instance not taking connections; the same close on a connection
+// that was serving is not.
+func TestGoingAwayAtRegistrationIsUnavailable(t *testing.T) {
+	ce := websocket.CloseError{Code: websocket.StatusGoingAway, Reason: "proxy shutting down, reconnect"}
+	if err := closeError(ce, true); !errors.Is(err, errUnavailable) {
+		t.Errorf("closeError(going away, registering) = %v, want errUnavailable", err)
+	}
+	if err := closeError(ce, false); errors.Is(err, errUnavailable) {
+		t.Errorf("closeError(going away, serving) = %v, want no errUnavailable", err)
 	}
 }
