@@ -176,3 +176,31 @@ func TestShutdownSettleEndsAtDeadline(t *testing.T) {
 		t.Fatal("shutdown did not end at its deadline")
 	}
 }
+
+// TestQuiesceGivesUpAtDeadline: with a connection queued and nothing
+// accepting, quiesce stops waiting at its deadline and leaves the
+// listener as it was (Shutdown then closes it as before).
+func TestQuiesceGivesUpAtDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := quiesce(ctx, ln.(*net.TCPListener)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("quiesce with a queued connection and no server = %v, want the deadline", err)
+	}
+	// Still listening: the queued connection can be accepted.
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("accept after quiesce gave up: %v", err)
+	}
+	a.Close()
+}
