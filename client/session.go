@@ -281,7 +281,7 @@ func (s *session) write(frame []byte) error {
 
 // send queues a control frame (a head, an Error) for the proxy.
 func (s *session) send(m messages.Message) error {
-	if !s.out.Control(messages.Encode(m)) {
+	if !s.out.Send(m) {
 		return errSessionClosed
 	}
 	return nil

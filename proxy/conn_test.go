@@ -201,6 +201,37 @@ func TestUnknownIDClosesConnection(t *testing.T) {
 	})
 }
 
+// TestResetOvertakesData: a client's reset may overtake data it queued
+// for the stream earlier (PROTOCOL.md 6.2). That data arrives after the
+// Error: it is late, dropped, and the connection carries on; the visitor
+// never sees it as part of a whole answer.
+func TestResetOvertakesData(t *testing.T) {
+	env := tunneltest.StartProxy(t, proxy.Config{Timeout: 20 * time.Second})
+	rc := dialRaw(t, env).register(tunneltest.NewKey(t))
+	ch := goDo(env, rc.request(http.MethodGet, "/big", nil))
+	req := rc.nextRequest()
+	rc.send(&messages.HTTPResponse{ID: req.ID, Status: 200, Body: true})
+	rc.reserve(req.ID, 2*len("overtaken"))
+	rc.send(&messages.Data{ID: req.ID, Data: []byte("overtaken")})
+	rc.send(&messages.Error{ID: req.ID, Code: messages.CodeTooLarge})
+	rc.send(&messages.Data{ID: req.ID, Data: []byte("overtaken")})
+	rc.send(&messages.Data{ID: req.ID, End: true})
+	select {
+	case r := <-ch:
+		if r.err == nil && r.status == 200 {
+			t.Fatalf("the reset answer reached the visitor whole: %q", r.body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the visitor of the reset stream waits on")
+	}
+	next := goDo(env, rc.request(http.MethodGet, "/next", nil))
+	req2 := rc.nextRequest()
+	rc.respond(req2.ID, 200, nil, []byte("still here"))
+	if r := await(t, next, 10*time.Second); r.status != 200 || r.body != "still here" {
+		t.Fatalf("after the late frames: %d %q", r.status, r.body)
+	}
+}
+
 // IDs bind to the connection they were sent to: B cannot answer a request
 // sent to A.
 func TestCrossConnectionID(t *testing.T) {

@@ -70,6 +70,24 @@ func (q *outQueue) Control(frame []byte) bool {
 	return ok
 }
 
+// Send queues m ahead of all data; see stream.Writer.Send.
+func (q *outQueue) Send(m messages.Message) bool {
+	ok := q.Writer.Send(m)
+	if ok {
+		q.c.startWriter()
+	}
+	return ok
+}
+
+// Reset queues a stream's Error and drops its data; see stream.Writer.Reset.
+func (q *outQueue) Reset(id messages.ID, frame []byte) bool {
+	ok := q.Writer.Reset(id, frame)
+	if ok {
+		q.c.startWriter()
+	}
+	return ok
+}
+
 // Data queues a data frame; see stream.Writer.Data.
 func (q *outQueue) Data(id messages.ID, frame []byte, n int) bool {
 	ok := q.Writer.Data(id, frame, n)

@@ -42,10 +42,11 @@ type relayState uint8
 const (
 	awaitingHead relayState = iota
 	open
-	// ended is a tombstone of a stream the proxy's side reset: frames the
-	// client sent before it heard are late, not violations, and are
-	// dropped quietly until sweep removes it. A stream that ends in the
-	// ordinary way leaves nothing behind: the client knows it is over.
+	// ended is a tombstone of a stream that either side reset: frames the
+	// client sent before it heard, or queued before its own reset, are
+	// late, not violations, and are dropped quietly until sweep removes
+	// it. A stream that ends in the ordinary way leaves nothing behind:
+	// the client knows it is over.
 	ended
 )
 
@@ -61,7 +62,7 @@ func (c *clientConn) finishLocked(id messages.ID, r *relay) {
 	delete(c.streams, id)
 }
 
-// abortLocked ends a stream early from the proxy's side, leaving a
+// abortLocked ends a stream early, reset by either side, leaving a
 // tombstone. Caller holds c.mu.
 func (c *clientConn) abortLocked(r *relay, now time.Time) {
 	if r.state != ended {
@@ -143,7 +144,7 @@ func (p *Proxy) replyError(replyTo, conn string, id messages.ID, code messages.E
 }
 
 // control queues a frame for the client ahead of all data.
-func (c *clientConn) control(m messages.Message) bool { return c.out.Control(messages.Encode(m)) }
+func (c *clientConn) control(m messages.Message) bool { return c.out.Send(m) }
 
 // fromBus takes a frame from a visitor's stream to this client. It runs on
 // the bus's delivery goroutine, so it never blocks: a full queue fails the
@@ -275,8 +276,7 @@ func (c *clientConn) fromBus(replyTo string, payloadFrame []byte) {
 		// dropped quietly, and tell the client to stop.
 		c.abortLocked(r, now)
 		c.mu.Unlock()
-		c.out.Forget(id)
-		c.out.Control(frame)
+		c.out.Reset(id, frame)
 	default:
 		c.mu.Unlock()
 	}
@@ -359,7 +359,6 @@ func (c *clientConn) failStream(id messages.ID, replyTo string, code websocket.S
 // and the visitor's side gets code.
 func (c *clientConn) resetStream(id messages.ID, replyTo string, code messages.ErrorCode, reason string) {
 	c.forget(id)
-	c.out.Forget(id)
 	c.control(&messages.Error{ID: id, Code: messages.CodeCanceled, Reason: reason})
 	c.p.replyError(replyTo, c.holder, id, code, 0)
 }
@@ -542,8 +541,13 @@ func (c *clientConn) handleOne(frame []byte, m messages.Message) bool {
 		if m.Fin {
 			r.msgFrom = -1
 		}
-	case *messages.WSTeardown, *messages.Error:
+	case *messages.WSTeardown:
 		c.finishLocked(id, r) // the client ended it: it sends nothing more
+	case *messages.Error:
+		// The client reset it. Data it queued earlier may still follow,
+		// as a reset may overtake data (PROTOCOL.md 6.2): late, not a
+		// violation, so a tombstone stays.
+		c.abortLocked(r, now)
 	}
 	gone := c.gone
 	c.mu.Unlock()
@@ -627,7 +631,6 @@ func (c *clientConn) publishTo(replyTo string, id messages.ID, frame []byte, n i
 		}
 		c.mu.Unlock()
 		if r != nil {
-			c.out.Forget(id)
 			c.control(&messages.Error{ID: id, Code: messages.CodeCanceled, Reason: "visitor's proxy gone"})
 		}
 	})
@@ -747,7 +750,6 @@ func (c *clientConn) sweep(now time.Time) {
 	}
 	c.mu.Unlock()
 	for _, l := range expired {
-		c.out.Forget(l.id)
 		c.control(&messages.Error{ID: l.id, Code: messages.CodeCanceled, Reason: "timed out"})
 		c.p.replyError(l.replyTo, c.holder, l.id, messages.CodeTimeout, 0)
 	}

@@ -298,7 +298,7 @@ type visitorSender struct {
 }
 
 func (s visitorSender) Send(m messages.Message) error {
-	if !s.vc.out.Control(messages.Encode(m)) {
+	if !s.vc.out.Send(m) {
 		return errVisitorGone
 	}
 	return nil

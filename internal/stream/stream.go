@@ -16,7 +16,10 @@ import (
 // whose order relative to the stream's data does not matter (heads,
 // Credit, Error); SendData takes those that must keep their order (Data,
 // WSMessage, Trailer, WSTeardown), n being the credit the frame uses.
-// Neither keeps m after it returns.
+// Neither keeps m after it returns, and neither may block: a Stream keeps
+// its own frames in order with a lock held across the call. An Error for
+// the stream must drop its data still queued (Writer.Send does), so that
+// nothing of a stream follows its reset.
 type Sender interface {
 	Send(m messages.Message) error
 	SendData(m messages.Message, n int) error
@@ -70,6 +73,10 @@ type Stream struct {
 	out       Sender
 	budget    *Budget
 	maxWindow int
+
+	// sendMu orders SendData against Reset: no data frame is queued after
+	// the reset's Error.
+	sendMu sync.Mutex
 
 	mu          sync.Mutex
 	in          []messages.Message // received, not yet taken
@@ -369,6 +376,11 @@ func (s *Stream) Send(m messages.Message) error {
 // credit that Reserve took.
 func (s *Stream) SendData(m messages.Message, n int) error {
 	s.touch()
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if err := s.Err(); err != nil {
+		return err // the peer has the reset: no data may follow it
+	}
 	return s.out.SendData(m, n)
 }
 
@@ -383,6 +395,10 @@ func (s *Stream) Reset(code messages.ErrorCode, reason string) {
 	}
 	s.resetLocked(&ResetError{Code: code, Reason: reason, Local: true})
 	s.mu.Unlock()
+	// A SendData under way finishes first, and its frame is dropped with
+	// the rest of the stream's queued data (Writer.Reset) or goes ahead.
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
 	s.out.Send(&messages.Error{ID: s.id, Code: code, Reason: reason})
 }
 

@@ -549,6 +549,39 @@ func TestResetSendsOneError(t *testing.T) {
 	}
 }
 
+// TestNoDataAfterReset: once a stream is reset, from either side, it sends
+// no more data: the peer has forgotten it and would take a data frame for
+// a violation of the protocol.
+func TestNoDataAfterReset(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reset func(s *stream.Stream)
+	}{
+		{"Reset", func(s *stream.Stream) { s.Reset(messages.CodeTooLarge, "") }},
+		{"peer's Error", func(s *stream.Stream) {
+			s.Receive(&messages.Error{ID: s.ID(), Code: messages.CodeCanceled})
+		}},
+		{"Abandon", func(s *stream.Stream) { s.Abandon(errors.New("connection dropped")) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &recorder{}
+			s := stream.New(messages.NewID(), r, stream.Config{})
+			if err := s.SendData(&messages.Data{ID: s.ID(), Data: []byte("before")}, 6); err != nil {
+				t.Fatalf("SendData before the reset: %v", err)
+			}
+			tc.reset(s)
+			if err := s.SendData(&messages.Data{ID: s.ID(), Data: []byte("after")}, 5); err == nil {
+				t.Fatal("SendData after the reset: no error")
+			}
+			for _, f := range r.take() {
+				if d, ok := f.m.(*messages.Data); ok && string(d.Data) == "after" {
+					t.Fatal("a data frame went out after the reset")
+				}
+			}
+		})
+	}
+}
+
 func TestAbandonSendsNothing(t *testing.T) {
 	r := &recorder{}
 	s := stream.New(messages.NewID(), r, stream.Config{})

@@ -53,14 +53,20 @@ func (w *Writer) Ready() <-chan struct{} { return w.ready }
 // dropped.
 func (w *Writer) Control(frame []byte) bool {
 	w.mu.Lock()
+	ok := w.controlLocked(frame)
+	w.mu.Unlock()
+	if ok {
+		signal(w.ready)
+	}
+	return ok
+}
+
+func (w *Writer) controlLocked(frame []byte) bool {
 	if w.closed || (len(w.control) > 0 && w.ctlBytes+len(frame) > w.maxControl) {
-		w.mu.Unlock()
 		return false
 	}
 	w.control = append(w.control, frame)
 	w.ctlBytes += len(frame)
-	w.mu.Unlock()
-	signal(w.ready)
 	return true
 }
 
@@ -99,10 +105,40 @@ func (w *Writer) Credit(n int) {
 	signal(w.ready)
 }
 
+// Reset queues frame, the Error that resets stream id, ahead of all data,
+// and drops the stream's data frames still queued, in one step: nothing of
+// a stream may reach the peer after its reset, and a peer that has
+// forgotten the stream takes a late data frame for a violation. It
+// reports what Control reports.
+func (w *Writer) Reset(id messages.ID, frame []byte) bool {
+	w.mu.Lock()
+	w.forgetLocked(id)
+	ok := w.controlLocked(frame)
+	w.mu.Unlock()
+	if ok {
+		signal(w.ready)
+	}
+	return ok
+}
+
+// Send queues m, a frame that keeps no order with the data (a head, a
+// credit, an Error), as Control does; an Error for a stream goes as Reset.
+func (w *Writer) Send(m messages.Message) bool {
+	frame := messages.Encode(m)
+	if e, ok := m.(*messages.Error); ok && !e.ID.IsZero() {
+		return w.Reset(e.ID, frame)
+	}
+	return w.Control(frame)
+}
+
 // Forget drops the frames of stream id still queued: the stream was reset.
 func (w *Writer) Forget(id messages.ID) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.forgetLocked(id)
+}
+
+func (w *Writer) forgetLocked(id messages.ID) {
 	if q := w.queues[id]; q != nil {
 		q.frames = nil
 		delete(w.queues, id)

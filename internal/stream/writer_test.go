@@ -268,6 +268,44 @@ func TestWriterForget(t *testing.T) {
 	}
 }
 
+// TestWriterResetDropsData: a stream's Error, which goes ahead of all data,
+// takes the stream's data still queued with it, or that data would reach
+// the peer after the reset, for a stream the peer has forgotten.
+func TestWriterResetDropsData(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reset func(w *stream.Writer, m *messages.Error) bool
+	}{
+		{"Send", func(w *stream.Writer, m *messages.Error) bool { return w.Send(m) }},
+		{"Reset", func(w *stream.Writer, m *messages.Error) bool { return w.Reset(m.ID, messages.Encode(m)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := stream.NewWriter(1<<20, 1<<20)
+			w.Data(idOf("a"), frame("a", "a1", 0), 2)
+			w.Data(idOf("b"), frame("b", "b1", 0), 2)
+			w.Data(idOf("a"), frame("a", "a2", 0), 2)
+			if !tc.reset(w, &messages.Error{ID: idOf("a"), Code: messages.CodeTooLarge, Reason: "reset a"}) {
+				t.Fatal("the reset was refused")
+			}
+			if got, want := takeAll(t, w), []string{"reset a", "b1"}; !same(got, want) {
+				t.Fatalf("took %v, want %v", got, want)
+			}
+		})
+	}
+	// A connection-level Error, and any other frame, leaves data alone.
+	w := stream.NewWriter(1<<20, 1<<20)
+	w.Data(idOf("a"), frame("a", "a1", 0), 2)
+	w.Send(&messages.Error{Code: messages.CodeGoingAway, Reason: "going away"})
+	w.Send(&messages.Credit{ID: idOf("a"), Increment: 1})
+	frames := w.Take(nil, 1<<30)
+	if len(frames) != 3 {
+		t.Fatalf("took %d frames, want the Error, the Credit and a1", len(frames))
+	}
+	if got := labels(t, frames[2:]); !same(got, []string{"a1"}) {
+		t.Fatalf("took %v last, want a1", got)
+	}
+}
+
 func TestWriterClose(t *testing.T) {
 	w := stream.NewWriter(1<<20, 1<<20)
 	w.Control(ctl("c"))
