@@ -143,8 +143,10 @@ func openVisitor(ctx context.Context, t testing.TB, v *client.Visitor, mode, hos
 	}
 	defer ln.Close()
 	tc := &tunnelConn{forwarded: make(chan error, 1)}
+	accepted := make(chan struct{})
 	go func() {
 		c, err := ln.Accept()
+		close(accepted)
 		if err != nil {
 			tc.forwarded <- err
 			return
@@ -154,6 +156,13 @@ func openVisitor(ctx context.Context, t testing.TB, v *client.Visitor, mode, hos
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The listener closes on return: a connection still in its backlog
+	// then would be reset, never accepted.
+	select {
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the visitor's listener did not accept")
 	}
 	tc.halfCloser = c.(*net.TCPConn)
 	t.Cleanup(func() {
@@ -578,6 +587,9 @@ func TestTCPAcrossInstances(t *testing.T) {
 			sum := sha256.New()
 			const size = 1 << 20
 			if _, err := io.Copy(c, io.TeeReader(pattern(3, size), sum)); err != nil {
+				if mode == "forward" {
+					t.Fatalf("%v (Forward: %v)", err, c.forwardErr(t))
+				}
 				t.Fatal(err)
 			}
 			c.CloseWrite()
