@@ -17,16 +17,6 @@ import (
 	"github.com/keyhole-tunnel/keyhole/internal/testenv"
 )
 
-func TestFreePort(t *testing.T) {
-	t.Parallel()
-	port := testenv.FreePort(t)
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatalf("listen on free port %d: %v", port, err)
-	}
-	l.Close()
-}
-
 func TestProcess(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
