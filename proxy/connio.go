@@ -8,7 +8,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/keyhole-tunnel/keyhole/internal/stream"
 	"github.com/keyhole-tunnel/keyhole/internal/wsbuf"
 	"github.com/keyhole-tunnel/keyhole/messages"
 )
@@ -52,55 +51,6 @@ type connIO struct {
 	refreshStop context.CancelFunc // cancels the refresh in flight, if one is
 	refreshOver bool               // the connection ended: no refresh starts
 	refreshing  sync.WaitGroup
-}
-
-// outQueue is the connection's stream.Writer. Queuing a frame, or credit
-// that may make one writable, starts the writer if it is not running.
-type outQueue struct {
-	*stream.Writer
-	c *clientConn
-}
-
-// Control queues a frame ahead of all data; see stream.Writer.Control.
-func (q *outQueue) Control(frame []byte) bool {
-	ok := q.Writer.Control(frame)
-	if ok {
-		q.c.startWriter()
-	}
-	return ok
-}
-
-// Send queues m ahead of all data; see stream.Writer.Send.
-func (q *outQueue) Send(m messages.Message) bool {
-	ok := q.Writer.Send(m)
-	if ok {
-		q.c.startWriter()
-	}
-	return ok
-}
-
-// Reset queues a stream's Error and drops its data; see stream.Writer.Reset.
-func (q *outQueue) Reset(id messages.ID, frame []byte) bool {
-	ok := q.Writer.Reset(id, frame)
-	if ok {
-		q.c.startWriter()
-	}
-	return ok
-}
-
-// Data queues a data frame; see stream.Writer.Data.
-func (q *outQueue) Data(id messages.ID, frame []byte, n int) bool {
-	ok := q.Writer.Data(id, frame, n)
-	if ok {
-		q.c.startWriter()
-	}
-	return ok
-}
-
-// Credit adds connection credit; see stream.Writer.Credit.
-func (q *outQueue) Credit(n int) {
-	q.Writer.Credit(n)
-	q.c.startWriter()
 }
 
 // run serves c once attach has made it reachable: it writes first (the

@@ -65,7 +65,7 @@ type clientConn struct {
 	maxStreams int
 	log        *slog.Logger
 	rate       *limiter.Rate
-	out        outQueue           // frames for the client; holds nothing while idle
+	out        *stream.Writer     // frames for the client; holds nothing while idle
 	in         *stream.ConnWindow // the client's connection credit towards us
 	closing    chan struct{}
 	lastRead   atomic.Int64 // unix nanos
@@ -146,7 +146,10 @@ func (p *Proxy) serveControl(w http.ResponseWriter, r *http.Request) {
 	}
 	c.maxBody, c.capBody = adm.maxBody(&p.cfg)
 	c.maxStreams = adm.maxStreams(&p.cfg)
-	c.out = outQueue{stream.NewWriter(messages.InitialConnWindow, maxControlQueue), c}
+	c.out = stream.NewWriter(messages.InitialConnWindow, maxControlQueue)
+	// Queuing a frame, or credit that may make one writable, starts the
+	// writer if it is not running.
+	c.out.OnReady(c.startWriter)
 	c.log = p.log.With("host", label, "conn", c.holder)
 	c.lastRead.Store(time.Now().UnixNano())
 	// Written first, and alone (never in a Batch: the client reads it with

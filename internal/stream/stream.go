@@ -378,8 +378,10 @@ func (s *Stream) SendData(m messages.Message, n int) error {
 	s.touch()
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
-	if err := s.Err(); err != nil {
-		return err // the peer has the reset: no data may follow it
+	select {
+	case <-s.done:
+		return s.Err() // the peer has the reset: no data may follow it
+	default:
 	}
 	return s.out.SendData(m, n)
 }

@@ -26,6 +26,7 @@ type Writer struct {
 	credit   int
 	closed   bool
 	ready    chan struct{}
+	onReady  func()
 }
 
 type dataQueue struct {
@@ -48,6 +49,19 @@ func NewWriter(credit, maxControl int) *Writer {
 // Ready is signalled when frames may have become writable.
 func (w *Writer) Ready() <-chan struct{} { return w.ready }
 
+// OnReady makes f run, besides the Ready signal, whenever frames may have
+// become writable: for an owner that starts its writing goroutine on
+// demand rather than keeping one waiting. f must not block. Set it before
+// the writer is shared.
+func (w *Writer) OnReady(f func()) { w.onReady = f }
+
+func (w *Writer) wake() {
+	signal(w.ready)
+	if w.onReady != nil {
+		w.onReady()
+	}
+}
+
 // Control queues a frame ahead of all data. It reports false when the
 // writer is closed or the control queue is full; the frame is then
 // dropped.
@@ -56,7 +70,7 @@ func (w *Writer) Control(frame []byte) bool {
 	ok := w.controlLocked(frame)
 	w.mu.Unlock()
 	if ok {
-		signal(w.ready)
+		w.wake()
 	}
 	return ok
 }
@@ -93,7 +107,7 @@ func (w *Writer) Data(id messages.ID, frame []byte, n int) bool {
 		w.ring = append(w.ring, q)
 	}
 	w.mu.Unlock()
-	signal(w.ready)
+	w.wake()
 	return true
 }
 
@@ -102,7 +116,7 @@ func (w *Writer) Credit(n int) {
 	w.mu.Lock()
 	w.credit += n
 	w.mu.Unlock()
-	signal(w.ready)
+	w.wake()
 }
 
 // Reset queues frame, the Error that resets stream id, ahead of all data,
@@ -116,7 +130,7 @@ func (w *Writer) Reset(id messages.ID, frame []byte) bool {
 	ok := w.controlLocked(frame)
 	w.mu.Unlock()
 	if ok {
-		signal(w.ready)
+		w.wake()
 	}
 	return ok
 }

@@ -306,6 +306,37 @@ func TestWriterResetDropsData(t *testing.T) {
 	}
 }
 
+// TestWriterOnReady: every way of making a frame writable runs OnReady's
+// function, as it signals Ready; a frame refused does not.
+func TestWriterOnReady(t *testing.T) {
+	w := stream.NewWriter(1<<20, 1<<20)
+	calls := 0
+	w.OnReady(func() { calls++ })
+	for _, step := range []struct {
+		name string
+		do   func()
+	}{
+		{"Control", func() { w.Control(ctl("c")) }},
+		{"Data", func() { w.Data(idOf("a"), frame("a", "a1", 0), 2) }},
+		{"Credit", func() { w.Credit(1) }},
+		{"Send", func() { w.Send(&messages.Credit{ID: idOf("a"), Increment: 1}) }},
+		{"Reset", func() { w.Reset(idOf("a"), ctl("reset a")) }},
+	} {
+		before := calls
+		step.do()
+		if calls != before+1 {
+			t.Fatalf("%s: OnReady ran %d times, want once", step.name, calls-before)
+		}
+	}
+	w.Close()
+	before := calls
+	w.Control(ctl("refused"))
+	w.Data(idOf("a"), frame("a", "refused", 0), 2)
+	if calls != before {
+		t.Fatalf("refused frames ran OnReady %d times", calls-before)
+	}
+}
+
 func TestWriterClose(t *testing.T) {
 	w := stream.NewWriter(1<<20, 1<<20)
 	w.Control(ctl("c"))
