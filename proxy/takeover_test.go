@@ -36,20 +36,26 @@ func (r *staleRegistry) Lookup(ctx context.Context, name string) (string, error)
 	return h, err
 }
 
+// startStaleTrio starts instances A and B on one memory bus, and C on the
+// same bus whose registry answers with the first holder it saw.
+func startStaleTrio(t *testing.T) (a, b, c *tunneltest.Env, stale *staleRegistry) {
+	m := bus.NewMemory()
+	cfg := proxy.Config{Bus: m, Registry: m, Timeout: 5 * time.Second}
+	a = tunneltest.StartProxy(t, cfg)
+	b = tunneltest.StartProxy(t, cfg)
+	stale = &staleRegistry{Registry: m}
+	cfg.Registry = stale
+	c = tunneltest.StartProxy(t, cfg)
+	return a, b, c, stale
+}
+
 // TestRequestForReplacedConnectionFollowsTheTakeover: a request published
 // for a connection just after a newer one took over (the requester looked
 // the hostname up a moment too early) is handed on to the newer connection
 // instead of failing with 502, while the older one is still finishing its
 // in-flight work, as in a client moving off a draining instance.
 func TestRequestForReplacedConnectionFollowsTheTakeover(t *testing.T) {
-	m := bus.NewMemory()
-	cfg := proxy.Config{Bus: m, Registry: m, Timeout: 5 * time.Second}
-	a := tunneltest.StartProxy(t, cfg)
-	b := tunneltest.StartProxy(t, cfg)
-	stale := &staleRegistry{Registry: m}
-	cfgC := cfg
-	cfgC.Registry = stale
-	c := tunneltest.StartProxy(t, cfgC)
+	a, b, c, _ := startStaleTrio(t)
 
 	key := tunneltest.NewKey(t)
 	release := make(chan struct{})
@@ -173,14 +179,7 @@ func TestLostClaimIsClaimedAgain(t *testing.T) {
 // its route, reached nobody and had nothing of its body read: it goes
 // again, to where the hostname is held now, instead of failing with 502.
 func TestPostForStoppedInstanceIsRetried(t *testing.T) {
-	m := bus.NewMemory()
-	cfg := proxy.Config{Bus: m, Registry: m, Timeout: 5 * time.Second}
-	a := tunneltest.StartProxy(t, cfg)
-	b := tunneltest.StartProxy(t, cfg)
-	stale := &staleRegistry{Registry: m}
-	cfgC := cfg
-	cfgC.Registry = stale
-	c := tunneltest.StartProxy(t, cfgC)
+	a, b, c, stale := startStaleTrio(t)
 
 	key := tunneltest.NewKey(t)
 	handler := func(name string) http.Handler {
