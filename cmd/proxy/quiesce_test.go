@@ -93,35 +93,43 @@ func TestQuiesceAnswersQueuedConnections(t *testing.T) {
 	}
 }
 
-// TestShutdownAnswersLateRequest: a connection accepted before shutdown
-// whose request comes a moment after it began is answered, not closed
-// unanswered (http.Server.Shutdown alone drops such a request).
-func TestShutdownAnswersLateRequest(t *testing.T) {
+// shutdownWithSilentConn serves h as the command does, opens a connection
+// that sends nothing yet, and once the server has it starts the shutdown
+// with timeout. It returns that connection, the listener's address, and
+// what the shutdown returns.
+func shutdownWithSilentConn(t *testing.T, h http.Handler, timeout time.Duration) (net.Conn, string, <-chan error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	sv := &server{name: "http", tcp: ln.(*net.TCPListener), ln: ln}
-	sv.srv = &http.Server{
-		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "served") }),
-		ConnState: sv.busy.track,
-	}
+	sv.srv = &http.Server{Handler: h, ConnState: sv.busy.track}
 	served := make(chan error, 1)
 	go func() { served <- sv.srv.Serve(ln) }()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	tunneltest.Eventually(t, 5*time.Second, "the connection accepted", func() bool { return sv.busy.count() == 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
 	g := &serverGroup{servers: []*server{sv}, done: served, waiting: 1}
 	shut := make(chan error, 1)
 	go func() { shut <- g.shutdown(ctx, slog.New(slog.DiscardHandler)) }()
+	return c, ln.Addr().String(), shut
+}
+
+// TestShutdownAnswersLateRequest: a connection accepted before shutdown
+// whose request comes a moment after it began is answered, not closed
+// unanswered (http.Server.Shutdown alone drops such a request).
+func TestShutdownAnswersLateRequest(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "served") })
+	c, addr, shut := shutdownWithSilentConn(t, h, 10*time.Second)
 	// The listener stops listening first: then the request comes.
 	tunneltest.Eventually(t, 5*time.Second, "the listener refusing", func() bool {
-		c2, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
+		c2, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c2.Close()
 		}
@@ -148,25 +156,7 @@ func TestShutdownAnswersLateRequest(t *testing.T) {
 // TestShutdownSettleEndsAtDeadline: a connection that never sends a
 // request holds the shutdown only until its deadline, not for ever.
 func TestShutdownSettleEndsAtDeadline(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv := &server{name: "http", tcp: ln.(*net.TCPListener), ln: ln}
-	sv.srv = &http.Server{Handler: http.NotFoundHandler(), ConnState: sv.busy.track}
-	served := make(chan error, 1)
-	go func() { served <- sv.srv.Serve(ln) }()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	tunneltest.Eventually(t, 5*time.Second, "the connection accepted", func() bool { return sv.busy.count() == 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	g := &serverGroup{servers: []*server{sv}, done: served, waiting: 1}
-	shut := make(chan error, 1)
-	go func() { shut <- g.shutdown(ctx, slog.New(slog.DiscardHandler)) }()
+	_, _, shut := shutdownWithSilentConn(t, http.NotFoundHandler(), 300*time.Millisecond)
 	select {
 	case err := <-shut:
 		if !errors.Is(err, context.DeadlineExceeded) {
